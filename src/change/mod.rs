@@ -1,0 +1,11 @@
+//! Pure change logic, no I/O: normalize Graph pages into link observations, decide against stored state
+//! whether an observation is a change (invariant 3), and give each change a deterministic id (invariant 4).
+
+pub mod dedup;
+pub mod envelope;
+pub mod ids;
+pub mod normalize;
+
+pub use dedup::{LinkState, decide};
+pub use envelope::{Change, ChangeKind, EventData};
+pub use normalize::{Observation, Relationship, normalize};

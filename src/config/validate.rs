@@ -1,0 +1,254 @@
+//! The one validation pass: every rule, every problem, each with its key path.
+
+use std::collections::HashSet;
+
+use secrecy::ExposeSecret;
+
+use super::{
+    Config, MAX_POLL_INTERVAL_SECS, MIN_POLL_INTERVAL_SECS, SinkConfig, SubscriptionKind,
+};
+
+/// One thing wrong with the configuration, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path, e.g. `subscriptions[0].groups[2]`.
+    pub key: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+pub(super) fn render(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {}: {}", p.key, p.message))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+struct Collector(Vec<Problem>);
+
+impl Collector {
+    fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// True for a canonical 8-4-4-4-12 hex GUID.
+pub fn is_guid(s: &str) -> bool {
+    s.len() == 36 && uuid::Uuid::parse_str(s).is_ok()
+}
+
+fn is_http_url(s: &str) -> bool {
+    url::Url::parse(s)
+        .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        .unwrap_or(false)
+}
+
+pub(super) fn problems(cfg: &Config) -> Vec<Problem> {
+    let mut c = Collector(Vec::new());
+    if cfg.store.path.as_os_str().is_empty() {
+        c.push("store.path", "must not be empty");
+    }
+    let p = &cfg.poll;
+    if p.interval_secs < MIN_POLL_INTERVAL_SECS {
+        c.push(
+            "poll.interval_secs",
+            format!(
+                "{} is below the floor of {MIN_POLL_INTERVAL_SECS} s",
+                p.interval_secs
+            ),
+        );
+    }
+    if p.interval_secs > MAX_POLL_INTERVAL_SECS {
+        c.push(
+            "poll.interval_secs",
+            format!(
+                "{} exceeds {MAX_POLL_INTERVAL_SECS} s; Graph delta tokens expire after 7 days",
+                p.interval_secs
+            ),
+        );
+    }
+    if p.jitter_secs >= p.interval_secs.max(1) {
+        c.push(
+            "poll.jitter_secs",
+            format!(
+                "{} must be smaller than poll.interval_secs ({})",
+                p.jitter_secs, p.interval_secs
+            ),
+        );
+    }
+    if p.max_pages_per_poll == 0 {
+        c.push("poll.max_pages_per_poll", "must be at least 1");
+    }
+    if p.outbox_high_water == 0 {
+        c.push("poll.outbox_high_water", "must be at least 1");
+    }
+    if p.max_concurrent_requests == 0 {
+        c.push("poll.max_concurrent_requests", "must be at least 1");
+    }
+    if cfg.relay.batch_size == 0 {
+        c.push("relay.batch_size", "must be at least 1");
+    }
+    if cfg.relay.retry_initial_ms == 0 {
+        c.push("relay.retry_initial_ms", "must be at least 1");
+    }
+    connections(cfg, &mut c);
+    sinks(cfg, &mut c);
+    subscriptions(cfg, &mut c);
+    c.0
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_' || ch == '-')
+}
+
+fn connections(cfg: &Config, c: &mut Collector) {
+    for (name, conn) in &cfg.connections {
+        let k = format!("connections.{name}");
+        if !valid_name(name) {
+            c.push(
+                &k,
+                "connection names use lower-case letters, digits, '_' and '-' only (environment keys are lower-cased)",
+            );
+        }
+        let t = &conn.tenant_id;
+        if !(is_guid(t) || (t.contains('.') && !t.contains('/') && !t.contains(' '))) {
+            c.push(
+                format!("{k}.tenant_id"),
+                format!("{t:?} is neither a GUID nor a domain name"),
+            );
+        }
+        if !is_guid(&conn.client_id) {
+            c.push(
+                format!("{k}.client_id"),
+                format!("{:?} is not a GUID", conn.client_id),
+            );
+        }
+        match &conn.client_secret {
+            None => c.push(
+                format!("{k}.client_secret"),
+                format!(
+                    "missing; set it in the file or in GROUPWATCH__CONNECTIONS__{}__CLIENT_SECRET",
+                    name.to_uppercase()
+                ),
+            ),
+            Some(s) if s.expose_secret().trim().is_empty() => {
+                c.push(format!("{k}.client_secret"), "is empty")
+            }
+            Some(_) => {}
+        }
+        for (key, value) in [
+            ("graph_url", &conn.graph_url),
+            ("authority_url", &conn.authority_url),
+        ] {
+            if !is_http_url(value) {
+                c.push(
+                    format!("{k}.{key}"),
+                    format!("{value:?} is not an http(s) URL"),
+                );
+            }
+        }
+        if conn.rate_limit_calls == 0 {
+            c.push(format!("{k}.rate_limit_calls"), "must be at least 1");
+        }
+        if conn.rate_limit_period_secs == 0 {
+            c.push(format!("{k}.rate_limit_period_secs"), "must be at least 1");
+        }
+        if conn.request_timeout_secs == 0 {
+            c.push(format!("{k}.request_timeout_secs"), "must be at least 1");
+        }
+        if conn.connect_timeout_secs == 0 {
+            c.push(format!("{k}.connect_timeout_secs"), "must be at least 1");
+        }
+    }
+}
+
+fn sinks(cfg: &Config, c: &mut Collector) {
+    for (name, sink) in &cfg.sinks {
+        if !valid_name(name) {
+            c.push(
+                format!("sinks.{name}"),
+                "sink names use lower-case letters, digits, '_' and '-' only",
+            );
+        }
+        if let SinkConfig::Jsonl { path } = sink {
+            if path.as_os_str().is_empty() {
+                c.push(format!("sinks.{name}.path"), "must not be empty");
+            }
+        }
+    }
+}
+
+fn subscriptions(cfg: &Config, c: &mut Collector) {
+    let mut ids = HashSet::new();
+    for (i, sub) in cfg.subscriptions.iter().enumerate() {
+        let k = format!("subscriptions[{i}]");
+        if sub.id.trim().is_empty() {
+            c.push(format!("{k}.id"), "must not be empty");
+        } else if !ids.insert(sub.id.as_str()) {
+            c.push(
+                format!("{k}.id"),
+                format!("{:?} is used by another subscription", sub.id),
+            );
+        }
+        if !cfg.connections.contains_key(&sub.connection) {
+            c.push(
+                format!("{k}.connection"),
+                format!(
+                    "{:?} is not a configured connection (known: {})",
+                    sub.connection,
+                    known(cfg.connections.keys())
+                ),
+            );
+        }
+        if sub.kind == SubscriptionKind::Calendar {
+            c.push(
+                format!("{k}.kind"),
+                "\"calendar\" needs delegated sign-in, which this version does not have yet; use \"members\"",
+            );
+        }
+        if sub.groups.is_empty() {
+            c.push(format!("{k}.groups"), "must list at least one group id");
+        }
+        let mut seen = HashSet::new();
+        for (j, g) in sub.groups.iter().enumerate() {
+            if !is_guid(g) {
+                c.push(
+                    format!("{k}.groups[{j}]"),
+                    format!("{g:?} is not a group object id (GUID)"),
+                );
+            } else if !seen.insert(g.to_ascii_lowercase()) {
+                c.push(format!("{k}.groups[{j}]"), format!("{g:?} is listed twice"));
+            }
+        }
+        if sub.sinks.is_empty() {
+            c.push(format!("{k}.sinks"), "must name at least one sink");
+        }
+        for (j, s) in sub.sinks.iter().enumerate() {
+            if !cfg.sinks.contains_key(s) {
+                c.push(
+                    format!("{k}.sinks[{j}]"),
+                    format!(
+                        "unknown sink {s:?} (configured: {})",
+                        known(cfg.sinks.keys())
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let v: Vec<&str> = names.map(String::as_str).collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}

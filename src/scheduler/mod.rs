@@ -1,0 +1,97 @@
+//! Scheduling: plan batches, then poll each one every `poll.interval_secs` (tokio-cron-scheduler), with a
+//! random start delay so batches spread out, and never two polls of one batch at once.
+
+mod plan;
+mod poll;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio_cron_scheduler::{Job, JobScheduler};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use plan::{Batch, Plan, reconcile};
+pub use poll::{PollError, PollReport, Poller};
+
+/// Runs one batch tick: skip if the previous poll of this batch still runs, sleep the jitter, poll, log.
+async fn tick(
+    poller: Arc<Poller>,
+    batch: Arc<Batch>,
+    busy: Arc<tokio::sync::Mutex<()>>,
+    jitter: Duration,
+    shutdown: CancellationToken,
+) {
+    let Ok(_guard) = busy.try_lock() else {
+        tracing::debug!(batch = %batch.key, "Previous poll still running; skipping this tick.");
+        return;
+    };
+    if !jitter.is_zero() {
+        let wait = rand::rng().random_range(Duration::ZERO..=jitter);
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+    if shutdown.is_cancelled() {
+        return;
+    }
+    match poller.poll_once(&batch).await {
+        Ok(r) => tracing::info!(
+            batch = %batch.key, pages = r.pages, events = r.events, unchanged = r.unchanged,
+            baseline = r.baseline, resyncs = r.resyncs, round_completed = r.round_completed,
+            "Polled batch."
+        ),
+        Err(e) => tracing::warn!(batch = %batch.key, error = %e, "Poll failed; the saved cursor is kept and retried next tick."),
+    }
+}
+
+/// Polls every batch now, then every `interval`, until `shutdown`. In-flight polls are tracked by `tracker`
+/// so shutdown can wait for the page being committed.
+///
+/// # Errors
+/// When the job scheduler cannot start.
+pub async fn run(
+    poller: Arc<Poller>,
+    batches: Vec<Batch>,
+    interval: Duration,
+    jitter: Duration,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut sched = JobScheduler::new().await?;
+    for batch in batches {
+        let batch = Arc::new(batch);
+        let busy = Arc::new(tokio::sync::Mutex::new(()));
+        // First poll right away (with a short jitter), not one interval after start.
+        tracker.spawn(tick(
+            poller.clone(),
+            batch.clone(),
+            busy.clone(),
+            jitter.min(Duration::from_secs(2)),
+            shutdown.clone(),
+        ));
+        let (poller, tracker, shutdown) = (poller.clone(), tracker.clone(), shutdown.clone());
+        let job = Job::new_repeated_async(interval, move |_id, _lock| {
+            let fut = tick(
+                poller.clone(),
+                batch.clone(),
+                busy.clone(),
+                jitter,
+                shutdown.clone(),
+            );
+            let tracker = tracker.clone();
+            Box::pin(async move {
+                if !tracker.is_closed() {
+                    tracker.track_future(fut).await;
+                }
+            })
+        })?;
+        sched.add(job).await?;
+    }
+    sched.start().await?;
+    shutdown.cancelled().await;
+    sched.shutdown().await?;
+    Ok(())
+}

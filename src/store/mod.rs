@@ -1,0 +1,402 @@
+//! State in sled: the only module that knows trees and key encodings.
+//!
+//! Trees:
+//! - `batches`: batch key → [`BatchRecord`] (its group filter, the saved nextLink/deltaLink, the full-sync epoch).
+//! - `links`: `conn \0 group \0 rel \0 member` → [`LinkState`] (membership state, kept after removal for versions).
+//! - `groups`: `conn \0 group` → [`GroupRecord`] (whether its first full sync completed).
+//! - `outbox`: `sink \0 seq(u64 BE)` → structured CloudEvent JSON, one row per sink.
+//! - `meta`: schema version, batch-number counter.
+//!
+//! [`Store::commit_page`] is the heart of invariant 1: one multi-tree transaction stages the outbox rows,
+//! updates membership state and moves the cursor; sled may re-run the closure, so it does no I/O.
+
+mod page;
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+
+use crate::change::LinkState;
+use crate::change::Relationship;
+
+pub use page::{EmitContext, GroupRoute, PageInput, PageOutcome, RoundEnd};
+
+/// Bumped when the on-disk layout changes.
+const SCHEMA_VERSION: &[u8] = b"1";
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed (I/O, corruption, lock held by another process).
+    #[error("state store error: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored value did not decode.
+    #[error("state store holds an undecodable value under {key}: {source}")]
+    Decode {
+        /// The key, lossily printed.
+        key: String,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The store was written by an incompatible groupwatch.
+    #[error("state store schema {found} is not supported (expected {expected})")]
+    Schema {
+        /// Found version.
+        found: String,
+        /// Expected version.
+        expected: String,
+    },
+}
+
+/// Result alias for the store.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A poll batch: ≤ 50 groups of one connection sharing one delta link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchRecord {
+    /// Connection name.
+    pub connection: String,
+    /// Group ids in the `$filter` of the saved link.
+    pub groups: Vec<String>,
+    /// Whether the saved link selects owners too.
+    pub owners: bool,
+    /// The whole saved nextLink or deltaLink; `None` starts a full round.
+    pub link: Option<String>,
+    /// True while the saved link is a nextLink (mid-round).
+    pub mid_round: bool,
+    /// True while the current round is a full sync (initial or resync).
+    pub full_round: bool,
+    /// Full-sync counter; links seen in the current full round carry it.
+    pub epoch: u64,
+    /// Completed rounds.
+    pub rounds: u64,
+    /// Resyncs forced by Graph (expired/invalid tokens).
+    pub resyncs: u64,
+    /// Last page committed.
+    pub last_page_at: Option<DateTime<Utc>>,
+    /// Last round completed.
+    pub last_round_at: Option<DateTime<Utc>>,
+}
+
+impl BatchRecord {
+    /// A new batch that starts with a full round.
+    pub fn new(connection: &str, groups: Vec<String>, owners: bool) -> Self {
+        Self {
+            connection: connection.to_owned(),
+            groups,
+            owners,
+            link: None,
+            mid_round: false,
+            full_round: true,
+            epoch: 1,
+            rounds: 0,
+            resyncs: 0,
+            last_page_at: None,
+            last_round_at: None,
+        }
+    }
+
+    /// Drops the link and starts a new full round with a new epoch.
+    pub fn restart_full(&mut self, groups: Vec<String>, owners: bool) {
+        self.groups = groups;
+        self.owners = owners;
+        self.link = None;
+        self.mid_round = false;
+        self.full_round = true;
+        self.epoch += 1;
+    }
+}
+
+/// Per watched group.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    /// Its first full sync completed: later full rounds are resyncs that emit differences.
+    pub known: bool,
+    /// Graph reported the group deleted.
+    pub deleted: bool,
+}
+
+/// The sled database.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    batches: sled::Tree,
+    links: sled::Tree,
+    groups: sled::Tree,
+    outbox: sled::Tree,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], v: &[u8]) -> Result<T> {
+    serde_json::from_slice(v).map_err(|source| StoreError::Decode {
+        key: String::from_utf8_lossy(key).into_owned(),
+        source,
+    })
+}
+
+pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("store values always serialize")
+}
+
+/// `conn \0 group`
+pub(crate) fn group_key(conn: &str, group: &str) -> Vec<u8> {
+    [conn.as_bytes(), b"\0", group.as_bytes()].concat()
+}
+
+/// `conn \0 group \0 rel \0 member`
+pub(crate) fn link_key(conn: &str, group: &str, rel: Relationship, member: &str) -> Vec<u8> {
+    [
+        conn.as_bytes(),
+        b"\0",
+        group.as_bytes(),
+        b"\0",
+        rel.singular().as_bytes(),
+        b"\0",
+        member.as_bytes(),
+    ]
+    .concat()
+}
+
+fn split_link_key(key: &[u8]) -> Option<(String, String, String, String)> {
+    let mut parts = key.split(|b| *b == 0).map(|p| String::from_utf8_lossy(p).into_owned());
+    Some((parts.next()?, parts.next()?, parts.next()?, parts.next()?))
+}
+
+fn outbox_prefix(sink: &str) -> Vec<u8> {
+    [sink.as_bytes(), b"\0"].concat()
+}
+
+/// A row waiting in a sink's outbox.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    /// Its key, for [`Store::outbox_ack`].
+    pub key: sled::IVec,
+    /// The event.
+    pub event: cloudevents::Event,
+}
+
+/// Per-group membership counts for `groupwatch state`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct GroupCounts {
+    /// Present members.
+    pub members: u64,
+    /// Present owners.
+    pub owners: u64,
+    /// First full sync done.
+    pub known: bool,
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`.
+    ///
+    /// # Errors
+    /// [`StoreError::Sled`] — notably when another process (a running daemon) holds the store.
+    pub fn open(path: &Path) -> Result<Self> {
+        let db = sled::Config::new().path(path).open()?;
+        let meta = db.open_tree("meta")?;
+        match meta.get("schema")? {
+            None => {
+                meta.insert("schema", SCHEMA_VERSION)?;
+            }
+            Some(v) if v.as_ref() == SCHEMA_VERSION => {}
+            Some(v) => {
+                return Err(StoreError::Schema {
+                    found: String::from_utf8_lossy(&v).into_owned(),
+                    expected: String::from_utf8_lossy(SCHEMA_VERSION).into_owned(),
+                });
+            }
+        }
+        Ok(Self {
+            batches: db.open_tree("batches")?,
+            links: db.open_tree("links")?,
+            groups: db.open_tree("groups")?,
+            outbox: db.open_tree("outbox")?,
+            db,
+        })
+    }
+
+    /// Every persisted batch, by key.
+    pub fn batches(&self) -> Result<Vec<(String, BatchRecord)>> {
+        self.batches
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), decode(&k, &v)?))
+            })
+            .collect()
+    }
+
+    /// One batch.
+    pub fn batch(&self, key: &str) -> Result<Option<BatchRecord>> {
+        self.batches
+            .get(key)?
+            .map(|v| decode(key.as_bytes(), &v))
+            .transpose()
+    }
+
+    /// Writes a batch record outside a page commit (planning, resets).
+    pub fn put_batch(&self, key: &str, rec: &BatchRecord) -> Result<()> {
+        self.batches.insert(key, encode(rec))?;
+        Ok(())
+    }
+
+    /// Deletes a batch whose groups are all gone.
+    pub fn delete_batch(&self, key: &str) -> Result<()> {
+        self.batches.remove(key)?;
+        Ok(())
+    }
+
+    /// A fresh, never reused batch key for `conn`.
+    pub fn new_batch_key(&self, conn: &str) -> Result<String> {
+        let n = self.db.generate_id()?;
+        Ok(format!("{conn}/{n:06}"))
+    }
+
+    /// Forgets everything about a group that is no longer watched (re-watching it later starts afresh).
+    pub fn forget_group(&self, conn: &str, group: &str) -> Result<()> {
+        let gk = group_key(conn, group);
+        let mut prefix = gk.clone();
+        prefix.push(0);
+        let mut batch = sled::Batch::default();
+        for k in self.links.scan_prefix(&prefix).keys() {
+            batch.remove(k?);
+        }
+        self.links.apply_batch(batch)?;
+        self.groups.remove(gk)?;
+        Ok(())
+    }
+
+    /// Group ids (of `conn`) that have any stored state.
+    pub fn stored_groups(&self, conn: &str) -> Result<Vec<String>> {
+        let prefix = [conn.as_bytes(), b"\0"].concat();
+        self.groups
+            .scan_prefix(&prefix)
+            .keys()
+            .map(|k| Ok(String::from_utf8_lossy(&k?[prefix.len()..]).into_owned()))
+            .collect()
+    }
+
+    /// The group record, if any.
+    pub fn group(&self, conn: &str, group: &str) -> Result<Option<GroupRecord>> {
+        let k = group_key(conn, group);
+        self.groups.get(&k)?.map(|v| decode(&k, &v)).transpose()
+    }
+
+    /// Counts present members and owners of a group.
+    pub fn group_counts(&self, conn: &str, group: &str) -> Result<GroupCounts> {
+        let mut prefix = group_key(conn, group);
+        prefix.push(0);
+        let mut c = GroupCounts {
+            known: self.group(conn, group)?.is_some_and(|g| g.known),
+            ..GroupCounts::default()
+        };
+        for kv in self.links.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            let s: LinkState = decode(&k, &v)?;
+            if s.present {
+                match split_link_key(&k).map(|p| p.2) {
+                    Some(r) if r == "owner" => c.owners += 1,
+                    _ => c.members += 1,
+                }
+            }
+        }
+        Ok(c)
+    }
+
+    /// Present member ids of a group (relationship `members`), sorted.
+    pub fn present_members(&self, conn: &str, group: &str) -> Result<Vec<String>> {
+        let prefix = link_key(conn, group, Relationship::Members, "");
+        let mut out = Vec::new();
+        for kv in self.links.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            let s: LinkState = decode(&k, &v)?;
+            if s.present {
+                out.push(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Keys of links in `groups` that are present but were not seen in full round `epoch`: the candidates a
+    /// completed resync removes. Read outside the page transaction (sled transactions cannot scan) and
+    /// re-checked inside it.
+    pub fn stale_links(&self, conn: &str, groups: &[String], epoch: u64) -> Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        for g in groups {
+            let mut prefix = group_key(conn, g);
+            prefix.push(0);
+            for kv in self.links.scan_prefix(&prefix) {
+                let (k, v) = kv?;
+                let s: LinkState = decode(&k, &v)?;
+                if s.present && s.seen_epoch < epoch {
+                    out.push(k.to_vec());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` oldest rows of a sink's outbox.
+    pub fn outbox_peek(&self, sink: &str, limit: usize) -> Result<Vec<OutboxRow>> {
+        self.outbox
+            .scan_prefix(outbox_prefix(sink))
+            .take(limit)
+            .map(|kv| {
+                let (key, v) = kv?;
+                let event = decode(&key, &v)?;
+                Ok(OutboxRow { key, event })
+            })
+            .collect()
+    }
+
+    /// Deletes delivered rows (invariant 2: only after the sink confirmed).
+    pub fn outbox_ack(&self, rows: &[OutboxRow]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for r in rows {
+            batch.remove(r.key.clone());
+        }
+        self.outbox.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Rows waiting for `sink`, counted up to `cap` (enough to compare with a high-water mark).
+    pub fn outbox_depth(&self, sink: &str, cap: usize) -> usize {
+        self.outbox
+            .scan_prefix(outbox_prefix(sink))
+            .keys()
+            .take(cap)
+            .count()
+    }
+
+    /// Flushes to disk; called last on shutdown.
+    pub async fn flush(&self) -> Result<()> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Runs one page commit (see [`PageInput`]).
+    ///
+    /// # Errors
+    /// [`StoreError`] when sled fails; nothing is written then (the transaction aborts whole).
+    pub fn commit_page(&self, input: &PageInput<'_>) -> Result<PageOutcome> {
+        let res = (&self.batches, &self.links, &self.groups, &self.outbox).transaction(
+            |(batches, links, groups, outbox)| page::apply(input, batches, links, groups, outbox),
+        );
+        match res {
+            Ok(outcome) => Ok(outcome),
+            Err(sled::transaction::TransactionError::Abort(e)) => Err(e),
+            Err(sled::transaction::TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
