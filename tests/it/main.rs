@@ -1,1 +1,3 @@
-fn main() {}
+//! One integration binary: scenarios named after behaviour, over real HTTP on 127.0.0.1.
+
+mod examples;
