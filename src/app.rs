@@ -176,7 +176,10 @@ impl Daemon {
         {
             tracing::warn!("Drain deadline passed; flushing state with work still in flight.");
         }
-        self.store.flush().await.context("flushing the state store")?;
+        self.store
+            .flush()
+            .await
+            .context("flushing the state store")?;
         tracing::info!("groupwatch stopped; state flushed.");
         sched
     }
@@ -267,7 +270,11 @@ pub fn state_report(cfg: &Config) -> anyhow::Result<String> {
     }
     writeln!(out, "outbox:")?;
     for name in cfg.sinks.keys() {
-        writeln!(out, "  {name}: {} waiting", store.outbox_depth(name, usize::MAX))?;
+        writeln!(
+            out,
+            "  {name}: {} waiting",
+            store.outbox_depth(name, usize::MAX)
+        )?;
     }
     Ok(out)
 }

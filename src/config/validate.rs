@@ -4,9 +4,7 @@ use std::collections::HashSet;
 
 use secrecy::ExposeSecret;
 
-use super::{
-    Config, MAX_POLL_INTERVAL_SECS, MIN_POLL_INTERVAL_SECS, SinkConfig, SubscriptionKind,
-};
+use super::{Config, MAX_POLL_INTERVAL_SECS, MIN_POLL_INTERVAL_SECS, SinkConfig, SubscriptionKind};
 
 /// One thing wrong with the configuration, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]

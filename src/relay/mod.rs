@@ -106,7 +106,9 @@ pub async fn run(
                 }
             }
             Err(e) => {
-                let wait = delays.next().unwrap_or(Duration::from_secs(cfg.retry_max_secs));
+                let wait = delays
+                    .next()
+                    .unwrap_or(Duration::from_secs(cfg.retry_max_secs));
                 tracing::warn!(sink = %sink.name(), error = %e, wait_ms = wait.as_millis() as u64, "Delivery failed; rows stay in the outbox and are retried.");
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}

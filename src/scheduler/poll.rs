@@ -122,8 +122,16 @@ impl Poller {
             .batch(&batch.key)?
             .ok_or_else(|| PollError::UnknownBatch(batch.key.clone()))?;
         let watched: HashSet<String> = batch.groups.iter().cloned().collect();
-        let ctx_routes = self.routes.get(&batch.connection).cloned().unwrap_or_default();
-        let tenant = self.tenants.get(&batch.connection).cloned().unwrap_or_default();
+        let ctx_routes = self
+            .routes
+            .get(&batch.connection)
+            .cloned()
+            .unwrap_or_default();
+        let tenant = self
+            .tenants
+            .get(&batch.connection)
+            .cloned()
+            .unwrap_or_default();
         let mut resyncs_left = 2;
         let mut pages = 0;
         while pages < self.max_pages {
@@ -209,6 +217,9 @@ impl Poller {
             report.resync_removals += outcome.resync_removals;
             report.ids.extend(outcome.ids);
             if outcome.rows > 0 {
+                // Make the staged rows durable before any sink may see them: a delivered event must never
+                // be rolled back by a crash (sled otherwise flushes on a timer).
+                self.store.flush().await?;
                 self.notifier.notify_all();
             }
             let done = !after.mid_round;

@@ -77,10 +77,11 @@ impl Sink for StdoutSink {
         let mut out = String::new();
         for ev in batch {
             match self.format {
-                StdoutFormat::Json => out.push_str(
-                    &serde_json::to_string(ev)
-                        .map_err(|e| SinkError::Permanent(format!("event does not serialize: {e}")))?,
-                ),
+                StdoutFormat::Json => {
+                    out.push_str(&serde_json::to_string(ev).map_err(|e| {
+                        SinkError::Permanent(format!("event does not serialize: {e}"))
+                    })?)
+                }
                 StdoutFormat::Pretty => out.push_str(&self.pretty_line(ev)),
             }
             out.push('\n');

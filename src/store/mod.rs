@@ -166,7 +166,9 @@ pub(crate) fn link_key(conn: &str, group: &str, rel: Relationship, member: &str)
 }
 
 fn split_link_key(key: &[u8]) -> Option<(String, String, String, String)> {
-    let mut parts = key.split(|b| *b == 0).map(|p| String::from_utf8_lossy(p).into_owned());
+    let mut parts = key
+        .split(|b| *b == 0)
+        .map(|p| String::from_utf8_lossy(p).into_owned());
     Some((parts.next()?, parts.next()?, parts.next()?, parts.next()?))
 }
 
