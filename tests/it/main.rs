@@ -3,4 +3,6 @@
 mod examples;
 
 mod membership;
+mod process;
+mod replan;
 mod support;
