@@ -53,6 +53,10 @@ pub async fn deliver_once(
     if rows.is_empty() {
         return Ok(0);
     }
+    // Only durable rows may leave: a crash must never roll back the state behind an event a sink already
+    // has (the cursor and state roll back together, but a delivered event cannot be taken back). sled
+    // otherwise flushes on a timer; a flush with nothing dirty is cheap.
+    store.flush().await?;
     let events: Vec<_> = rows.iter().map(|r| r.event.clone()).collect();
     sink.publish(&events).await.map_err(RelayError::Sink)?;
     store.outbox_ack(&rows)?;

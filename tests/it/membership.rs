@@ -371,3 +371,55 @@ async fn outbox_above_high_water_pauses_polling() {
     assert!(!r[0].backpressure);
     assert_eq!(w.events().len(), 30);
 }
+
+#[tokio::test]
+async fn client_side_rate_limit_spaces_requests() {
+    let w = World::new(4, 1, 100).await;
+    // 2 calls per second: a burst of 2, then one every 0.5 s.
+    let toml = w
+        .toml(&w.groups)
+        .replace("rate_limit_calls = 100000", "rate_limit_calls = 2");
+    let cfg = groupwatch::config::Config::from_toml(&toml).unwrap();
+    let client = groupwatch::graph::GraphClient::new(
+        &cfg.connections["sim"],
+        std::sync::Arc::new(tokio::sync::Semaphore::new(4)),
+    )
+    .unwrap();
+    for g in &w.groups {
+        let url = client.delta_start_url(std::slice::from_ref(g), false);
+        client.delta_page(&url).await.unwrap();
+    }
+    let at: Vec<_> = w
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1.0/groups/delta")
+        .map(|r| r.at)
+        .collect();
+    assert_eq!(at.len(), 4);
+    let spread = at[3].duration_since(at[0]);
+    assert!(
+        spread >= Duration::from_millis(900),
+        "4 calls in {spread:?}"
+    );
+}
+
+#[tokio::test]
+async fn links_to_another_host_are_not_followed() {
+    let w = World::new(1, 1, 100).await;
+    let cfg = w.config();
+    let client = groupwatch::graph::GraphClient::new(
+        &cfg.connections["sim"],
+        std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
+    )
+    .unwrap();
+    let err = client
+        .delta_page("https://evil.example/v1.0/groups/delta?$deltatoken=x")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, groupwatch::graph::Error::ForeignLink(_)),
+        "{err}"
+    );
+    assert_eq!(w.sim.requests().len(), 0, "not even a token request");
+}
