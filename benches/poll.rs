@@ -3,7 +3,8 @@
 //! Side by side in one run against the same simulated tenant over real HTTP on 127.0.0.1:
 //! - raw: GET + JSON-decode every page of a full delta round (no state, no transactions);
 //! - groupwatch: the same round through normalize → dedup → one sled transaction per page (+ flush);
-//! then incremental cycles with churn and 30 % replays, and Graph requests per cycle by group count.
+//!
+//! Then incremental cycles with churn and 30 % replays, and Graph requests per cycle by group count.
 //!
 //! Run: `cargo bench --bench poll`.
 
