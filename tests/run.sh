@@ -9,6 +9,6 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
-cargo nextest run --all-targets --no-fail-fast "$@"
+cargo nextest run --no-fail-fast "$@"
 # Doc tests are not run by nextest.
 cargo test --doc --quiet

@@ -270,29 +270,20 @@ impl Config {
                 .try_parsing(true)
                 .source(Some(env)),
         );
-        let raw = builder
-            .build()
-            .map_err(|e| ConfigError::Load(e.to_string()))?;
-        let cfg: Config = raw
-            .try_deserialize()
-            .map_err(|e| ConfigError::Load(e.to_string()))?;
-        cfg.validate()?;
-        Ok(cfg)
+        finish(builder)
     }
 
     /// Parses a TOML string layered over the defaults (no environment). Used by `demo` and tests.
+    ///
+    /// # Errors
+    /// As [`Config::load`].
     pub fn from_toml(toml: &str) -> Result<Config, ConfigError> {
         use config::{File, FileFormat};
-        let raw = config::Config::builder()
-            .add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml))
-            .add_source(File::from_str(toml, FileFormat::Toml))
-            .build()
-            .map_err(|e| ConfigError::Load(e.to_string()))?;
-        let cfg: Config = raw
-            .try_deserialize()
-            .map_err(|e| ConfigError::Load(e.to_string()))?;
-        cfg.validate()?;
-        Ok(cfg)
+        finish(
+            config::Config::builder()
+                .add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml))
+                .add_source(File::from_str(toml, FileFormat::Toml)),
+        )
     }
 
     /// Checks every semantic rule and returns all problems at once.
@@ -307,6 +298,20 @@ impl Config {
             Err(ConfigError::Invalid(problems))
         }
     }
+}
+
+/// Builds the layers, deserializes strictly and validates.
+fn finish(
+    builder: config::ConfigBuilder<config::builder::DefaultState>,
+) -> Result<Config, ConfigError> {
+    let raw = builder
+        .build()
+        .map_err(|e| ConfigError::Load(e.to_string()))?;
+    let cfg: Config = raw
+        .try_deserialize()
+        .map_err(|e| ConfigError::Load(e.to_string()))?;
+    cfg.validate()?;
+    Ok(cfg)
 }
 
 #[cfg(test)]
