@@ -46,7 +46,11 @@ pub fn decide(
     };
     let state = LinkState {
         present: obs.present,
-        version: if change.is_some() { version + 1 } else { version },
+        version: if change.is_some() {
+            version + 1
+        } else {
+            version
+        },
         member_type,
         seen_epoch,
     };
@@ -101,7 +105,11 @@ mod tests {
         let (s3, c3) = decide(Some(&s2), &obs(true), 1);
         assert_eq!(
             [c1, c2, c3],
-            [Some(ChangeKind::Added), Some(ChangeKind::Removed), Some(ChangeKind::Added)]
+            [
+                Some(ChangeKind::Added),
+                Some(ChangeKind::Removed),
+                Some(ChangeKind::Added)
+            ]
         );
         assert_eq!([s1.version, s2.version, s3.version], [1, 2, 3]);
     }

@@ -65,7 +65,8 @@ pub fn normalize(page: &DeltaPage, watched: &HashSet<String>) -> Normalized {
             continue;
         };
         if let Some(r) = &g.removed {
-            out.deleted_groups.push((group.to_owned(), r.reason.clone()));
+            out.deleted_groups
+                .push((group.to_owned(), r.reason.clone()));
         }
         for (rel, links) in [
             (Relationship::Members, &g.members),
@@ -90,7 +91,10 @@ fn observe(group: &str, rel: Relationship, link: &LinkDelta) -> Option<Observati
         member: member.to_owned(),
         member_type: member_type(link.odata_type.as_deref()),
         present: link.removed.is_none(),
-        reason: link.removed.as_ref().map(|r| r.reason.clone().unwrap_or_default()),
+        reason: link
+            .removed
+            .as_ref()
+            .map(|r| r.reason.clone().unwrap_or_default()),
     })
 }
 
@@ -139,6 +143,9 @@ mod tests {
         let watched = HashSet::from(["g1".to_string(), "g2".to_string()]);
         let n = normalize(&p, &watched);
         assert_eq!(n.links[0].rel, Relationship::Owners);
-        assert_eq!(n.deleted_groups, vec![("g2".into(), Some("changed".into()))]);
+        assert_eq!(
+            n.deleted_groups,
+            vec![("g2".into(), Some("changed".into()))]
+        );
     }
 }

@@ -50,10 +50,7 @@ fn secret_never_appears_in_debug_output() {
 #[test]
 fn every_problem_is_reported_with_its_key() {
     let bad = GOOD
-        .replace(
-            "22222222-2222-2222-2222-222222222222",
-            "not-a-guid",
-        )
+        .replace("22222222-2222-2222-2222-222222222222", "not-a-guid")
         .replace(
             "groups = [\"33333333-3333-3333-3333-333333333333\"]",
             "groups = [\"33333333-3333-3333-3333-333333333333\", \"nope\"]",
@@ -97,7 +94,10 @@ fn environment_overrides_file_and_defaults() {
             "GROUPWATCH__CONNECTIONS__CONTOSO__CLIENT_SECRET".to_string(),
             "from-env".to_string(),
         ),
-        ("GROUPWATCH__POLL__INTERVAL_SECS".to_string(), "300".to_string()),
+        (
+            "GROUPWATCH__POLL__INTERVAL_SECS".to_string(),
+            "300".to_string(),
+        ),
         ("UNRELATED".to_string(), "x".to_string()),
     ];
     let cfg = Config::load_from(Some(&file), env).unwrap();

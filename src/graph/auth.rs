@@ -21,7 +21,8 @@ use super::error::{Error, Result};
 /// Refresh this long before the token's announced expiry (Entra tokens live 60–90 min).
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
-type Client = BasicClient<EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
+type Client =
+    BasicClient<EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
 
 /// Adapter: `oauth2::AsyncHttpClient` over our reqwest 0.13 client.
 pub struct OAuthHttp(pub reqwest::Client);
@@ -133,10 +134,11 @@ impl TokenProvider {
             .await
             .map_err(token_error)?;
         let lifetime = resp.expires_in().unwrap_or(Duration::from_secs(3599));
-        let refresh_in = lifetime
-            .checked_sub(REFRESH_MARGIN)
-            .unwrap_or(lifetime / 2);
-        tracing::debug!(lifetime_secs = lifetime.as_secs(), "Fetched a Graph access token.");
+        let refresh_in = lifetime.checked_sub(REFRESH_MARGIN).unwrap_or(lifetime / 2);
+        tracing::debug!(
+            lifetime_secs = lifetime.as_secs(),
+            "Fetched a Graph access token."
+        );
         Ok(Cached {
             token: SecretString::from(resp.access_token().secret().to_owned()),
             refresh_at: started + refresh_in,

@@ -112,7 +112,10 @@ impl GraphClient {
             .collect::<Vec<_>>()
             .join(" or ");
         let mut url = self.base.clone();
-        url.set_path(&format!("{}/v1.0/groups/delta", self.base.path().trim_end_matches('/')));
+        url.set_path(&format!(
+            "{}/v1.0/groups/delta",
+            self.base.path().trim_end_matches('/')
+        ));
         url.set_query(Some(&format!("$select={select}&$filter={filter}")));
         url.to_string()
     }

@@ -35,7 +35,9 @@ impl DeltaPage {
         match (&self.next_link, &self.delta_link) {
             (Some(n), _) => Ok(NextLink::Next(n.clone())),
             (None, Some(d)) => Ok(NextLink::Delta(d.clone())),
-            (None, None) => Err("delta page has neither @odata.nextLink nor @odata.deltaLink".into()),
+            (None, None) => {
+                Err("delta page has neither @odata.nextLink nor @odata.deltaLink".into())
+            }
         }
     }
 }

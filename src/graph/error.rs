@@ -13,7 +13,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// The delta/skip token is expired or invalid (400/410 `syncStateNotFound`, `resyncRequired`, 410 Gone):
     /// drop the cursor and run a full resync.
-    #[error("Graph requires a full resync ({status} {code}): the saved delta link is no longer valid")]
+    #[error(
+        "Graph requires a full resync ({status} {code}): the saved delta link is no longer valid"
+    )]
     ResyncRequired {
         /// HTTP status (400 or 410).
         status: u16,
@@ -181,12 +183,19 @@ impl ErrorBody {
 /// Clamped to one hour so a bogus header cannot park a poller forever.
 pub fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
     const MAX: Duration = Duration::from_secs(3600);
-    let raw = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let raw = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(secs) = raw.parse::<f64>() {
         return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs).min(MAX));
     }
     let when = chrono::DateTime::parse_from_rfc2822(raw).ok()?;
-    let wait = when.signed_duration_since(chrono::Utc::now()).to_std().unwrap_or_default();
+    let wait = when
+        .signed_duration_since(chrono::Utc::now())
+        .to_std()
+        .unwrap_or_default();
     Some(wait.min(MAX))
 }
 
@@ -260,7 +269,10 @@ mod tests {
     fn expired_token_400_requires_resync() {
         let body = br#"{"error":{"code":"syncStateNotFound","message":"The sync state generation is not found."}}"#;
         let e = classify(StatusCode::BAD_REQUEST, &HeaderMap::new(), body);
-        assert!(matches!(e, Error::ResyncRequired { status: 400, .. }), "{e:?}");
+        assert!(
+            matches!(e, Error::ResyncRequired { status: 400, .. }),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -272,7 +284,10 @@ mod tests {
 
     #[test]
     fn gone_with_location_requires_resync_and_keeps_location() {
-        let h = headers(&[(LOCATION, "https://graph.microsoft.com/v1.0/groups/delta?$deltatoken=")]);
+        let h = headers(&[(
+            LOCATION,
+            "https://graph.microsoft.com/v1.0/groups/delta?$deltatoken=",
+        )]);
         match classify(StatusCode::GONE, &h, b"") {
             Error::ResyncRequired { location, .. } => assert!(location.unwrap().ends_with("=")),
             other => panic!("{other:?}"),

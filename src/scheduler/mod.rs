@@ -43,7 +43,9 @@ async fn tick(
             baseline = r.baseline, resyncs = r.resyncs, round_completed = r.round_completed,
             "Polled batch."
         ),
-        Err(e) => tracing::warn!(batch = %batch.key, error = %e, "Poll failed; the saved cursor is kept and retried next tick."),
+        Err(e) => {
+            tracing::warn!(batch = %batch.key, error = %e, "Poll failed; the saved cursor is kept and retried next tick.")
+        }
     }
 }
 

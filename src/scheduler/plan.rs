@@ -83,7 +83,11 @@ pub fn reconcile(cfg: &Config, store: &Store) -> Result<Plan> {
     }
     for (conn, groups) in &want {
         let mut assigned = BTreeSet::new();
-        for (key, mut rec) in existing.iter().filter(|(_, r)| &r.connection == conn).cloned() {
+        for (key, mut rec) in existing
+            .iter()
+            .filter(|(_, r)| &r.connection == conn)
+            .cloned()
+        {
             let active: Vec<String> = rec
                 .groups
                 .iter()

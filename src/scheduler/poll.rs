@@ -122,8 +122,16 @@ impl Poller {
             .batch(&batch.key)?
             .ok_or_else(|| PollError::UnknownBatch(batch.key.clone()))?;
         let watched: HashSet<String> = batch.groups.iter().cloned().collect();
-        let ctx_routes = self.routes.get(&batch.connection).cloned().unwrap_or_default();
-        let tenant = self.tenants.get(&batch.connection).cloned().unwrap_or_default();
+        let ctx_routes = self
+            .routes
+            .get(&batch.connection)
+            .cloned()
+            .unwrap_or_default();
+        let tenant = self
+            .tenants
+            .get(&batch.connection)
+            .cloned()
+            .unwrap_or_default();
         let mut resyncs_left = 2;
         let mut pages = 0;
         while pages < self.max_pages {

@@ -155,7 +155,14 @@ pub(super) fn apply(
             out.baseline += 1;
             continue;
         }
-        let c = change(&obs.group, obs.rel, &obs.member, &state, kind, obs.reason.clone());
+        let c = change(
+            &obs.group,
+            obs.rel,
+            &obs.member,
+            &state,
+            kind,
+            obs.reason.clone(),
+        );
         stage(outbox, &r.sinks, &c, &mut out)?;
     }
 

@@ -66,7 +66,14 @@ fn cursor_moves_with_the_page_and_rows_fan_out_per_sink() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let b0 = BatchRecord::new("c", vec!["g".into()], false);
-    let (b1, out) = commit(&store, &b0, "next-1", true, &[obs("g", "u1", true)], &ctx(true));
+    let (b1, out) = commit(
+        &store,
+        &b0,
+        "next-1",
+        true,
+        &[obs("g", "u1", true)],
+        &ctx(true),
+    );
     assert_eq!((out.events, out.rows), (1, 2));
     assert_eq!(store.batch("c/1").unwrap().unwrap(), b1);
     assert_eq!(store.outbox_depth("a", 10), 1);
@@ -139,7 +146,11 @@ fn acked_rows_leave_the_outbox_in_order() {
     let rows = store.outbox_peek("a", 3).unwrap();
     let subjects: Vec<_> = rows
         .iter()
-        .map(|r| cloudevents::AttributesReader::subject(&r.event).unwrap().to_owned())
+        .map(|r| {
+            cloudevents::AttributesReader::subject(&r.event)
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     assert_eq!(subjects, ["u0", "u1", "u2"]);
     store.outbox_ack(&rows).unwrap();
