@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use groupwatch::graph::DeltaPage;
 use groupwatch::graph::delta::DirectoryObjectPage;
 use groupwatch::graph::error::ErrorBody;
-use oauth2::basic::{BasicErrorResponse, BasicTokenResponse};
 use oauth2::TokenResponse;
+use oauth2::basic::{BasicErrorResponse, BasicTokenResponse};
 
 fn examples_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/graph-examples");
@@ -40,17 +40,22 @@ fn files(prefixes: &[&str]) -> Vec<(String, String)> {
 fn every_documented_delta_page_parses() {
     let mut links = 0;
     for (name, body) in files(&["delta-query-groups--", "group-delta--"]) {
-        let page: DeltaPage =
-            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let page: DeltaPage = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{name}: {e}"));
         page.link().unwrap_or_else(|e| panic!("{name}: {e}"));
         links += 1;
         if name.contains("members-delta-removed") || name.contains("large-group-first-page") {
             let g = &page.value[0];
             assert_eq!(g.members.len(), 2, "{name}");
             let removed = &g.members[0];
-            assert_eq!(removed.removed.as_ref().unwrap().reason.as_deref(), Some("deleted"));
+            assert_eq!(
+                removed.removed.as_ref().unwrap().reason.as_deref(),
+                Some("deleted")
+            );
             // Opaque ids: the docs' id here is not a valid GUID, and that is fine.
-            assert_eq!(removed.id.as_deref(), Some("632f6bb2-3ec8-4c1f-9073-0027a8c6859"));
+            assert_eq!(
+                removed.id.as_deref(),
+                Some("632f6bb2-3ec8-4c1f-9073-0027a8c6859")
+            );
         }
         if name.contains("response-2-select-default") {
             assert!(page.value[0].id.is_none(), "documented example without id");
@@ -71,7 +76,11 @@ fn documented_removed_annotation_parses() {
 #[test]
 fn documented_error_bodies_parse_into_codes() {
     let mut seen = Vec::new();
-    for (name, body) in files(&["errors--", "throttling--", "delta-query-overview--not-implemented"]) {
+    for (name, body) in files(&[
+        "errors--",
+        "throttling--",
+        "delta-query-overview--not-implemented",
+    ]) {
         let e = ErrorBody::parse(body.as_bytes());
         seen.push((name, e));
     }
@@ -94,7 +103,10 @@ fn documented_directory_object_collections_parse() {
     ]) {
         let page: DirectoryObjectPage =
             serde_json::from_str(&body).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert!(!page.value.is_empty() || name.contains("example-4"), "{name}");
+        assert!(
+            !page.value.is_empty() || name.contains("example-4"),
+            "{name}"
+        );
     }
 }
 
@@ -110,7 +122,11 @@ fn documented_token_responses_parse() {
             serde_json::from_str(&body).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(!t.access_token().secret().is_empty(), "{name}");
     }
-    for (name, body) in files(&["oauth2-client-credentials--token-error", "oauth2-auth-code--token-error", "oauth2-auth-code--refresh-token-error"]) {
+    for (name, body) in files(&[
+        "oauth2-client-credentials--token-error",
+        "oauth2-auth-code--token-error",
+        "oauth2-auth-code--refresh-token-error",
+    ]) {
         let e: BasicErrorResponse =
             serde_json::from_str(&body).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(e.error().as_ref(), "invalid_scope", "{name}");
