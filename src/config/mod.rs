@@ -65,6 +65,8 @@ pub struct Config {
 pub struct StoreConfig {
     /// Directory of the sled database.
     pub path: PathBuf,
+    /// sled's page cache; sled's own default is 1 GiB, far more than membership state needs.
+    pub cache_capacity_mb: u64,
 }
 
 /// `[poll]`

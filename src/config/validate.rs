@@ -50,6 +50,9 @@ pub(super) fn problems(cfg: &Config) -> Vec<Problem> {
     if cfg.store.path.as_os_str().is_empty() {
         c.push("store.path", "must not be empty");
     }
+    if cfg.store.cache_capacity_mb == 0 {
+        c.push("store.cache_capacity_mb", "must be at least 1");
+    }
     let p = &cfg.poll;
     if p.interval_secs < MIN_POLL_INTERVAL_SECS {
         c.push(
@@ -116,7 +119,8 @@ fn connections(cfg: &Config, c: &mut Collector) {
             );
         }
         let t = &conn.tenant_id;
-        if !(is_guid(t) || (t.contains('.') && !t.contains('/') && !t.contains(' '))) {
+        let domain = t.contains('.') && !t.contains('/') && !t.contains(' ');
+        if !is_guid(t) && !domain {
             c.push(
                 format!("{k}.tenant_id"),
                 format!("{t:?} is neither a GUID nor a domain name"),

@@ -217,6 +217,9 @@ impl Poller {
             report.resync_removals += outcome.resync_removals;
             report.ids.extend(outcome.ids);
             if outcome.rows > 0 {
+                // Make the staged rows durable before any sink may see them: a delivered event must never
+                // be rolled back by a crash (sled otherwise flushes on a timer).
+                self.store.flush().await?;
                 self.notifier.notify_all();
             }
             let done = !after.mid_round;

@@ -123,6 +123,9 @@ impl BatchRecord {
 pub struct GroupRecord {
     /// Its first full sync completed: later full rounds are resyncs that emit differences.
     pub known: bool,
+    /// The same for owners, which may be switched on later (their first sync is then a baseline too).
+    #[serde(default)]
+    pub owners_known: bool,
     /// Graph reported the group deleted.
     pub deleted: bool,
 }
@@ -213,7 +216,18 @@ impl Store {
     /// # Errors
     /// [`StoreError::Sled`] — notably when another process (a running daemon) holds the store.
     pub fn open(path: &Path) -> Result<Self> {
-        let db = sled::Config::new().path(path).open()?;
+        Self::open_with_cache(path, 64 * 1024 * 1024)
+    }
+
+    /// Opens with an explicit page-cache size in bytes.
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Self> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .open()?;
         let meta = db.open_tree("meta")?;
         match meta.get("schema")? {
             None => {

@@ -92,8 +92,14 @@ fn get<T: for<'de> serde::Deserialize<'de>>(
     }
 }
 
-fn known(groups: &TransactionalTree, conn: &str, group: &str) -> TxResult<bool> {
-    Ok(get::<GroupRecord>(groups, &group_key(conn, group))?.is_some_and(|g| g.known))
+/// Whether the first full sync of this group's relationship completed (later full rounds are resyncs).
+fn known(groups: &TransactionalTree, conn: &str, group: &str, rel: Relationship) -> TxResult<bool> {
+    Ok(
+        get::<GroupRecord>(groups, &group_key(conn, group))?.is_some_and(|g| match rel {
+            Relationship::Members => g.known,
+            Relationship::Owners => g.owners_known,
+        }),
+    )
 }
 
 fn stage(
@@ -150,7 +156,9 @@ pub(super) fn apply(
             continue;
         };
         let r = route(&obs.group);
-        let emit = !input.before.full_round || known(groups, conn, &obs.group)? || r.emit_baseline;
+        let emit = !input.before.full_round
+            || known(groups, conn, &obs.group, obs.rel)?
+            || r.emit_baseline;
         if !emit {
             out.baseline += 1;
             continue;
@@ -196,7 +204,7 @@ pub(super) fn apply(
             };
             links.insert(key.as_slice(), encode(&state))?;
             let r = route(&group);
-            if known(groups, conn, &group)? || r.emit_baseline {
+            if known(groups, conn, &group, rel)? || r.emit_baseline {
                 let c = change(
                     &group,
                     rel,
@@ -213,6 +221,7 @@ pub(super) fn apply(
             let gk = group_key(conn, g);
             let mut rec: GroupRecord = get(groups, &gk)?.unwrap_or_default();
             rec.known = true;
+            rec.owners_known |= input.before.owners;
             groups.insert(gk, encode(&rec))?;
         }
     }

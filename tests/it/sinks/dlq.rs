@@ -7,8 +7,8 @@ use groupwatch::relay;
 use groupwatch::sink::AnySink;
 use groupwatch::store::{DlqFilter, Store};
 
-use crate::sink_support::receiver::{Receiver, Reply};
-use crate::sink_support::{SECRET_A, event, ids};
+use crate::support::sinks::receiver::{Receiver, Reply};
+use crate::support::sinks::{SECRET_A, event, ids};
 
 fn config(dir: &std::path::Path, url: &str) -> Config {
     Config::from_toml(&format!(

@@ -10,9 +10,9 @@ use groupwatch::sim::{MemberKind, RemovedReason, Sim, SimConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::sink_support::broker::{consume, create_topic, shared_broker};
-use crate::sink_support::receiver::Receiver;
-use crate::sink_support::{SECRET_A, unique, wait_for};
+use crate::support::sinks::broker::{consume, create_topic, shared_broker};
+use crate::support::sinks::receiver::Receiver;
+use crate::support::sinks::{SECRET_A, unique, wait_for};
 
 const GROUPS: [&str; 3] = [
     "aaaaaaaa-0000-0000-0000-000000000001",

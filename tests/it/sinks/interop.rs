@@ -7,8 +7,8 @@ use std::process::{Command, Stdio};
 use groupwatch::change::ChangeKind::Added;
 use groupwatch::relay;
 
-use crate::sink_support::receiver::Receiver;
-use crate::sink_support::{SECRET_A, SECRET_B, event, temp_store, webhook_sink};
+use crate::support::sinks::receiver::Receiver;
+use crate::support::sinks::{SECRET_A, SECRET_B, event, temp_store, webhook_sink};
 
 const VERIFY_PY: &str = r#"
 import json, sys

@@ -9,10 +9,10 @@ use groupwatch::change::ChangeKind::{Added, Removed};
 use groupwatch::relay;
 use groupwatch::store::Store;
 
-use crate::sink_support::broker::{
+use crate::support::sinks::broker::{
     Consumed, Tansu, consume, create_topic, shared_broker, tansu_bin,
 };
-use crate::sink_support::{RelayTask, event, ids, kafka_sink, temp_store, unique, wait_for};
+use crate::support::sinks::{RelayTask, event, ids, kafka_sink, temp_store, unique, wait_for};
 
 fn topic(name: &str) -> String {
     format!("{name}-{}", uuid::Uuid::new_v4().simple())

@@ -10,8 +10,8 @@ use groupwatch::relay;
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
-use crate::sink_support::broker::consume;
-use crate::sink_support::{RelayTask, event, ids, kafka_sink, temp_store, unique, wait_for};
+use crate::support::sinks::broker::consume;
+use crate::support::sinks::{RelayTask, event, ids, kafka_sink, temp_store, unique, wait_for};
 
 fn events(from: u64, n: u64) -> Vec<Event> {
     (from..from + n)

@@ -9,8 +9,8 @@ use groupwatch::change::ChangeKind::Added;
 use groupwatch::relay;
 use groupwatch::store::{DlqFilter, Store};
 
-use crate::sink_support::receiver::{Receiver, Reply};
-use crate::sink_support::{
+use crate::support::sinks::receiver::{Receiver, Reply};
+use crate::support::sinks::{
     RelayTask, SECRET_A, SECRET_B, event, ids, temp_store, wait_for, webhook_sink,
 };
 

@@ -1,0 +1,191 @@
+//! Test support: a simulated tenant on 127.0.0.1, a temp state dir, a config that points at both, and a
+//! reader for the JSONL sink's file.
+
+#![allow(dead_code)]
+
+pub mod sinks;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use groupwatch::app::Daemon;
+use groupwatch::config::Config;
+use groupwatch::sim::{MemberKind, Sim, SimConfig};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+/// A deterministic GUID-shaped id.
+pub fn guid(prefix: u32, n: u32) -> String {
+    format!("{prefix:08x}-0000-4000-8000-{n:012x}")
+}
+
+/// A group id.
+pub fn group(n: u32) -> String {
+    guid(0x6000_0000, n)
+}
+
+/// A user id.
+pub fn user(n: u32) -> String {
+    guid(0x0000_0001, n)
+}
+
+/// One test world: simulator + state dir + config.
+pub struct World {
+    pub sim: Sim,
+    pub dir: tempfile::TempDir,
+    pub groups: Vec<String>,
+    pub baseline: &'static str,
+    pub extra: String,
+}
+
+impl World {
+    /// A simulator with `groups` groups of `members` users each.
+    pub async fn new(groups: u32, members: u32, page_size: usize) -> World {
+        let sim = Sim::start(SimConfig {
+            page_size,
+            ..SimConfig::default()
+        })
+        .await
+        .unwrap();
+        let mut ids = Vec::new();
+        for g in 0..groups {
+            let id = group(g);
+            sim.create_group(&id, &format!("Group {g}"));
+            for m in 0..members {
+                sim.add_member(&id, &user(g * 100_000 + m), MemberKind::User);
+            }
+            ids.push(id);
+        }
+        World {
+            sim,
+            dir: tempfile::tempdir().unwrap(),
+            groups: ids,
+            baseline: "from_now",
+            extra: String::new(),
+        }
+    }
+
+    pub fn events_path(&self) -> PathBuf {
+        self.dir.path().join("events.jsonl")
+    }
+
+    pub fn state_path(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// The configuration TOML for the watched `groups`.
+    pub fn toml(&self, groups: &[String]) -> String {
+        let list = groups
+            .iter()
+            .map(|g| format!("\"{g}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            r#"
+[store]
+path = "{state}"
+
+[poll]
+interval_secs = 2
+jitter_secs = 0
+
+[connections.sim]
+tenant_id = "{tenant}"
+client_id = "{client}"
+client_secret = "{secret}"
+graph_url = "{graph}"
+authority_url = "{authority}"
+rate_limit_calls = 100000
+rate_limit_period_secs = 1
+max_retries = 4
+request_timeout_secs = 10
+
+[sinks.file]
+type = "jsonl"
+path = "{events}"
+
+[[subscriptions]]
+id = "test"
+connection = "sim"
+kind = "members"
+groups = [{list}]
+sinks = ["file"]
+baseline = "{baseline}"
+{extra}
+"#,
+            state = self.state_path().display(),
+            tenant = self.sim.tenant_id(),
+            client = self.sim.client_id(),
+            secret = self.sim.client_secret(),
+            graph = self.sim.base_url(),
+            authority = self.sim.authority_url(),
+            events = self.events_path().display(),
+            baseline = self.baseline,
+            extra = self.extra,
+        )
+    }
+
+    pub fn config(&self) -> Config {
+        self.config_for(&self.groups.clone())
+    }
+
+    pub fn config_for(&self, groups: &[String]) -> Config {
+        Config::from_toml(&self.toml(groups)).unwrap()
+    }
+
+    /// Writes the configuration to a file (for the binary).
+    pub fn config_file(&self) -> PathBuf {
+        let p = self.dir.path().join("groupwatch.toml");
+        std::fs::write(&p, self.toml(&self.groups)).unwrap();
+        p
+    }
+
+    pub async fn daemon(&self) -> Daemon {
+        Daemon::build(self.config(), CancellationToken::new())
+            .await
+            .unwrap()
+    }
+
+    /// Every event line delivered to the JSONL sink so far.
+    pub fn events(&self) -> Vec<Value> {
+        read_events(&self.events_path())
+    }
+
+    /// One poll of every batch, then deliver everything.
+    pub async fn cycle(&self, d: &Daemon) {
+        d.poll_all_once().await.unwrap();
+        d.deliver_all().await.unwrap();
+    }
+}
+
+pub fn read_events(path: &std::path::Path) -> Vec<Value> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => s
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// (type, group, member) of an event.
+pub fn key(ev: &Value) -> (String, String, String) {
+    (
+        ev["type"].as_str().unwrap().to_owned(),
+        ev["data"]["groupId"].as_str().unwrap().to_owned(),
+        ev["data"]["id"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Asserts no event id appears twice and returns id → event.
+pub fn unique_by_id(events: &[Value]) -> HashMap<String, Value> {
+    let mut out = HashMap::new();
+    for ev in events {
+        let id = ev["id"].as_str().unwrap().to_owned();
+        assert!(
+            out.insert(id.clone(), ev.clone()).is_none(),
+            "duplicate event id {id}"
+        );
+    }
+    out
+}
