@@ -70,12 +70,20 @@ impl Daemon {
         }
         let mut sinks = Vec::new();
         for (name, sc) in &cfg.sinks {
-            let sink = overrides
-                .remove(name)
-                .unwrap_or_else(|| AnySink::from_config(name, sc));
-            sink.healthcheck()
-                .await
-                .with_context(|| format!("sink {name} failed its startup check"))?;
+            let sink = match overrides.remove(name) {
+                Some(s) => s,
+                None => AnySink::from_config(name, sc)
+                    .with_context(|| format!("building sink {name}"))?,
+            };
+            match sink.healthcheck().await {
+                Ok(()) => {}
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(sink = %name, error = %e, "Sink is unreachable at startup; its events wait in the outbox.");
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("sink {name} failed its startup check"));
+                }
+            }
             sinks.push(Arc::new(sink));
         }
         let notifier = Notifier::new(cfg.sinks.keys());
@@ -122,31 +130,21 @@ impl Daemon {
         Ok(out)
     }
 
-    /// Delivers every outbox row to its sink (until all outboxes are empty). Returns rows delivered.
+    /// Delivers every due outbox row to its sink (until nothing is due; rows scheduled for a later retry
+    /// stay scheduled). Returns rows delivered.
     ///
     /// # Errors
     /// The first delivery error.
     pub async fn deliver_all(&self) -> Result<usize, relay::RelayError> {
         let mut total = 0;
         for sink in &self.sinks {
-            loop {
-                let n = relay::deliver_once(&self.store, sink, self.cfg.relay.batch_size).await?;
-                if n == 0 {
-                    break;
-                }
-                total += n;
-            }
+            total += relay::drain(&self.store, sink, self.cfg.relay.batch_size).await?;
         }
         Ok(total)
     }
 
-    /// Runs until the shutdown token fires, then drains: in-flight pages finish, relays finish their
-    /// batch, sled is flushed last.
-    ///
-    /// # Errors
-    /// Scheduler start-up failure or the final flush failing.
-    pub async fn run(self) -> anyhow::Result<()> {
-        let tracker = TaskTracker::new();
+    /// Starts one relay task per sink on `tracker` (each sink delivers independently of the others).
+    pub fn spawn_relays(&self, tracker: &TaskTracker) {
         for sink in &self.sinks {
             tracker.spawn(relay::run(
                 self.store.clone(),
@@ -156,6 +154,16 @@ impl Daemon {
                 self.shutdown.clone(),
             ));
         }
+    }
+
+    /// Runs until the shutdown token fires, then drains: in-flight pages finish, relays finish their
+    /// batch, sled is flushed last.
+    ///
+    /// # Errors
+    /// Scheduler start-up failure or the final flush failing.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let tracker = TaskTracker::new();
+        self.spawn_relays(&tracker);
         tracing::info!(
             batches = self.plan.batches.len(),
             sinks = self.sinks.len(),
@@ -270,13 +278,7 @@ pub fn state_report(cfg: &Config) -> anyhow::Result<String> {
             )?;
         }
     }
-    writeln!(out, "outbox:")?;
-    for name in cfg.sinks.keys() {
-        writeln!(
-            out,
-            "  {name}: {} waiting",
-            store.outbox_depth(name, usize::MAX)
-        )?;
-    }
+    writeln!(out, "sinks:")?;
+    out.push_str(&relay::sink_report(&store, cfg.sinks.keys())?);
     Ok(out)
 }

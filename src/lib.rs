@@ -7,8 +7,10 @@
 //! - [`change`]: pure logic: delta pages → observations → deduplicated changes with deterministic ids.
 //! - [`store`]: the only module that knows sled; one transaction per page stages events and moves the cursor.
 //! - [`scheduler`]: plans subscriptions into ≤ 50-group batches and polls each batch on a jittered schedule.
-//! - [`relay`]: per sink, moves outbox rows to the sink and deletes them only once the sink confirmed.
-//! - [`sink`]: where events go: stdout and JSONL files now, Kafka and webhooks later.
+//! - [`relay`]: per sink, moves outbox rows to the sink, settles each by its outcome (ack, durable retry,
+//!   dead letter) and deletes a row only once the sink confirmed it.
+//! - [`sink`]: where events go: stdout, JSONL files, Kafka (idempotent, CloudEvents) and Standard Webhooks.
+//! - [`dlq`]: `groupwatch dlq list | replay | purge`, the operator's view of dead letters.
 //! - [`sim`]: a simulated Graph tenant (axum) used by `groupwatch demo`, the tests and the benches.
 //! - [`app`]: wiring for `groupwatch run`: store, clients, scheduler and relays under one shutdown token.
 //! - [`demo`]: `groupwatch demo`, the daemon against an in-process simulated tenant with live churn.
@@ -18,6 +20,7 @@ pub mod app;
 pub mod change;
 pub mod config;
 pub mod demo;
+pub mod dlq;
 pub mod graph;
 pub mod relay;
 pub mod scheduler;

@@ -38,12 +38,96 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Dead letters: events a sink gave up on (stop the daemon first).
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
     /// Watch a simulated tenant with live churn, replays and a token expiry. No flags, no credentials.
     Demo {
         /// Stop after this many seconds (for scripted runs); default: until Ctrl-C.
         #[arg(long, hide = true)]
         for_secs: Option<u64>,
     },
+}
+
+/// Selects dead letters; no selector means all of them.
+#[derive(clap::Args)]
+struct DlqSelect {
+    /// Configuration file (TOML).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Only dead letters of this sink.
+    #[arg(long)]
+    sink: Option<String>,
+    /// Only these CloudEvent ids (repeatable).
+    #[arg(long = "id")]
+    ids: Vec<String>,
+}
+
+impl DlqSelect {
+    fn filter(&self) -> groupwatch::store::DlqFilter {
+        groupwatch::store::DlqFilter {
+            sink: self.sink.clone(),
+            ids: self.ids.clone(),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum DlqAction {
+    /// List dead letters: sink, event id and type, attempts, last error.
+    List {
+        #[command(flatten)]
+        select: DlqSelect,
+        /// One JSON object per line, the full event included.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put dead letters back on their sink's outbox (same ids); re-enables a sink disabled by 410 Gone.
+    Replay {
+        #[command(flatten)]
+        select: DlqSelect,
+    },
+    /// Delete dead letters. Without --sink or --id, --all is required.
+    Purge {
+        #[command(flatten)]
+        select: DlqSelect,
+        /// Confirms purging every dead letter.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+fn dlq(action: DlqAction) -> ExitCode {
+    let select = match &action {
+        DlqAction::List { select, .. }
+        | DlqAction::Replay { select }
+        | DlqAction::Purge { select, .. } => select,
+    };
+    let cfg = match load(select.config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let filter = select.filter();
+    let res = match &action {
+        DlqAction::List { json, .. } => groupwatch::dlq::list(&cfg, &filter, *json),
+        DlqAction::Replay { .. } => groupwatch::dlq::replay(&cfg, &filter),
+        DlqAction::Purge { all, .. } => {
+            if filter.sink.is_none() && filter.ids.is_empty() && !all {
+                eprintln!("groupwatch: purge needs --sink, --id or --all");
+                return ExitCode::from(2);
+            }
+            groupwatch::dlq::purge(&cfg, &filter)
+        }
+    };
+    match res {
+        Ok(s) => {
+            print!("{s}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => report(Err(e)),
+    }
 }
 
 fn load(path: Option<&std::path::Path>) -> Result<Config, ExitCode> {
@@ -90,6 +174,7 @@ async fn main() -> ExitCode {
                 Err(e) => report(Err(e)),
             }
         }
+        Command::Dlq { action } => dlq(action),
         Command::Demo { for_secs } => {
             telemetry::init(cli.log_format, "warn");
             report(groupwatch::demo::run(for_secs.map(std::time::Duration::from_secs)).await)

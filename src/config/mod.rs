@@ -3,7 +3,9 @@
 //! Parsing is strict (`deny_unknown_fields`); after parsing, [`Config::validate`] reports *every* problem with
 //! the key path that holds it, so an operator fixes a file in one go.
 
+mod sinks;
 mod validate;
+mod validate_sinks;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +14,9 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+pub use sinks::{
+    DottedMap, KafkaMode, KafkaSinkConfig, SecretList, WebhookSinkConfig, is_secret_key,
+};
 pub use validate::Problem;
 
 /// The defaults, embedded so the binary needs no file beside it.
@@ -176,6 +181,10 @@ pub enum SinkConfig {
         /// File to append to; created if missing.
         path: PathBuf,
     },
+    /// Kafka, through an idempotent librdkafka producer.
+    Kafka(KafkaSinkConfig),
+    /// An HTTP endpoint, Standard Webhooks signed, with durable retries.
+    Webhook(WebhookSinkConfig),
 }
 
 /// How the stdout sink renders events.
@@ -316,3 +325,5 @@ fn finish(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_sinks;

@@ -23,10 +23,10 @@ pub(super) fn render(problems: &[Problem]) -> String {
         .join("\n")
 }
 
-struct Collector(Vec<Problem>);
+pub(super) struct Collector(Vec<Problem>);
 
 impl Collector {
-    fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.0.push(Problem {
             key: key.into(),
             message: message.into(),
@@ -39,7 +39,7 @@ pub fn is_guid(s: &str) -> bool {
     s.len() == 36 && uuid::Uuid::parse_str(s).is_ok()
 }
 
-fn is_http_url(s: &str) -> bool {
+pub(super) fn is_http_url(s: &str) -> bool {
     url::Url::parse(s)
         .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
         .unwrap_or(false)
@@ -179,10 +179,14 @@ fn sinks(cfg: &Config, c: &mut Collector) {
                 "sink names use lower-case letters, digits, '_' and '-' only",
             );
         }
-        if let SinkConfig::Jsonl { path } = sink {
-            if path.as_os_str().is_empty() {
-                c.push(format!("sinks.{name}.path"), "must not be empty");
+        let k = format!("sinks.{name}");
+        match sink {
+            SinkConfig::Jsonl { path } if path.as_os_str().is_empty() => {
+                c.push(format!("{k}.path"), "must not be empty");
             }
+            SinkConfig::Kafka(kafka) => super::validate_sinks::kafka(&k, kafka, c),
+            SinkConfig::Webhook(hook) => super::validate_sinks::webhook(&k, hook, c),
+            SinkConfig::Stdout { .. } | SinkConfig::Jsonl { .. } => {}
         }
     }
 }

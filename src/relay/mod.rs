@@ -1,17 +1,29 @@
-//! Outbox → sink delivery (invariant 2): per sink, peek the oldest rows, publish, and delete them only when
-//! the sink confirmed. Failures back off (exponential, jittered, capped) and retry the same rows.
+//! Outbox → sink delivery (invariant 2): per sink, take the rows due now (scheduled retries first, then the
+//! oldest fresh rows), publish, and settle each row by its own outcome in one store transaction: delivered
+//! rows are deleted, failed ones are kept, rescheduled or dead-lettered (see [`decide`]). Each sink has its
+//! own task and its own rows, so a failing webhook never delays Kafka.
+
+pub mod backoff;
+pub mod decide;
+mod report;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use chrono::Utc;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RelayConfig;
-use crate::sink::{AnySink, Sink};
-use crate::store::{Store, StoreError};
+use crate::sink::{AnySink, Outcome, Sink, SinkError};
+use crate::store::{Disposition, Store, StoreError};
+
+pub use report::sink_report;
+
+/// Longest idle wait between two looks at the outbox (a missed wake-up costs at most this).
+const IDLE_WAIT: Duration = Duration::from_secs(1);
 
 /// Wakes relays when the poller staged rows (a permit is stored if a relay is busy, so no wake-up is lost).
 #[derive(Debug, Clone, Default)]
@@ -40,38 +52,138 @@ impl Notifier {
     }
 }
 
-/// Delivers one batch of rows if there are any. Returns how many rows were delivered and acked.
+/// What one delivery round did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Rows delivered and deleted.
+    pub delivered: usize,
+    /// Rows rescheduled for a later attempt.
+    pub rescheduled: usize,
+    /// Rows moved to the dead letters.
+    pub dead: usize,
+    /// Rows left in place (not attempted, or held by a retryable failure).
+    pub kept: usize,
+    /// The first failure seen, for logs.
+    pub error: Option<SinkError>,
+}
+
+impl Progress {
+    /// Rows that left the outbox this round.
+    pub fn moved(&self) -> usize {
+        self.delivered + self.rescheduled + self.dead
+    }
+
+    /// Nothing was due.
+    pub fn idle(&self) -> bool {
+        self.moved() == 0 && self.kept == 0
+    }
+}
+
+/// Why a delivery round failed as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The sink failed and nothing moved.
+    #[error("sink failed: {0}")]
+    Sink(SinkError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl RelayError {
+    /// Store failures and retryable sink failures are worth another round.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RelayError::Sink(e) => e.is_retryable(),
+            RelayError::Store(_) => true,
+        }
+    }
+}
+
+/// Delivers one batch of due rows, if any, and settles every row by its own outcome.
 ///
 /// # Errors
-/// The sink's error (rows stay in the outbox) or a store error.
+/// Store errors (the batch is attempted again; delivery is at-least-once).
 pub async fn deliver_once(
     store: &Store,
     sink: &AnySink,
     batch_size: usize,
-) -> Result<usize, RelayError> {
-    let rows = store.outbox_peek(sink.name(), batch_size)?;
+) -> Result<Progress, RelayError> {
+    let name = sink.name();
+    let rows = store.pending(name, Utc::now(), batch_size)?;
     if rows.is_empty() {
-        return Ok(0);
+        return Ok(Progress::default());
     }
     // Only durable rows may leave: a crash must never roll back the state behind an event a sink already
     // has (the cursor and state roll back together, but a delivered event cannot be taken back). sled
     // otherwise flushes on a timer; a flush with nothing dirty is cheap.
     store.flush().await?;
-    let events: Vec<_> = rows.iter().map(|r| r.event.clone()).collect();
-    sink.publish(&events).await.map_err(RelayError::Sink)?;
-    store.outbox_ack(&rows)?;
-    Ok(rows.len())
+    let state = store.sink_state(name)?;
+    let outcomes = match &state.disabled_at {
+        Some(at) => {
+            let why = state.disabled_reason.as_deref().unwrap_or("endpoint gone");
+            let e = SinkError::Permanent(format!("sink disabled since {at}: {why}"));
+            vec![Outcome::Failed(e); rows.len()]
+        }
+        None => {
+            let events: Vec<_> = rows.iter().map(|p| p.row.event.clone()).collect();
+            sink.publish(&events).await
+        }
+    };
+    let mode = sink.retry_mode();
+    let mut progress = Progress::default();
+    let mut settled = Vec::with_capacity(rows.len());
+    for (i, p) in rows.into_iter().enumerate() {
+        // A sink that reported fewer outcomes than events did not attempt the rest.
+        let outcome = outcomes.get(i).unwrap_or(&Outcome::NotAttempted);
+        if let (Outcome::Failed(e), None) = (outcome, &progress.error) {
+            progress.error = Some(e.clone());
+        }
+        let d = decide::disposition_now(p.attempts, outcome, &mode);
+        match &d {
+            Disposition::Ack => progress.delivered += 1,
+            Disposition::Keep => progress.kept += 1,
+            Disposition::Retry { .. } => progress.rescheduled += 1,
+            Disposition::Dead { error, attempts } => {
+                progress.dead += 1;
+                tracing::warn!(sink = %name, event = %event_id(&p), attempts, error = %error, "Event dead-lettered; `groupwatch dlq replay` sends it again.");
+            }
+            Disposition::Disable { error, .. } => {
+                progress.dead += 1;
+                tracing::error!(sink = %name, error = %error, "Endpoint is gone; sink disabled and its events are dead-lettered until `groupwatch dlq replay --sink` re-enables it.");
+            }
+        }
+        settled.push((p, d));
+    }
+    store.settle(name, &settled)?;
+    Ok(progress)
 }
 
-/// Why a delivery attempt failed.
-#[derive(Debug, thiserror::Error)]
-pub enum RelayError {
-    /// The sink refused or failed.
-    #[error("sink failed: {0}")]
-    Sink(crate::sink::SinkError),
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
+fn event_id(p: &crate::store::Pending) -> String {
+    use cloudevents::AttributesReader;
+    p.row.event.id().to_owned()
+}
+
+/// Delivers until nothing is due, for step-by-step drivers (tests, benches, `Daemon::deliver_all`).
+/// Returns rows delivered.
+///
+/// # Errors
+/// A store error, or the sink's error when a round moved nothing (the sink is down).
+pub async fn drain(store: &Store, sink: &AnySink, batch_size: usize) -> Result<usize, RelayError> {
+    let mut delivered = 0;
+    loop {
+        let p = deliver_once(store, sink, batch_size).await?;
+        delivered += p.delivered;
+        if p.idle() {
+            return Ok(delivered);
+        }
+        if p.moved() == 0 {
+            let e = p
+                .error
+                .unwrap_or_else(|| SinkError::Retryable("nothing was attempted".into()));
+            return Err(RelayError::Sink(e));
+        }
+    }
 }
 
 fn backoff(cfg: &RelayConfig) -> impl Iterator<Item = Duration> {
@@ -81,6 +193,17 @@ fn backoff(cfg: &RelayConfig) -> impl Iterator<Item = Duration> {
         .with_jitter()
         .without_max_times()
         .build()
+}
+
+/// How long an idle relay may sleep: until the next scheduled retry, at most [`IDLE_WAIT`].
+fn idle_wait(store: &Store, sink: &str) -> Duration {
+    match store.next_retry_due(sink) {
+        Ok(Some(due)) => (due - Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .min(IDLE_WAIT),
+        _ => IDLE_WAIT,
+    }
 }
 
 /// The relay loop of one sink. Never returns before `shutdown`; finishes its in-flight batch first.
@@ -94,31 +217,43 @@ pub async fn run(
     let wake = notifier.get(sink.name());
     let mut delays = backoff(&cfg);
     loop {
-        match deliver_once(&store, &sink, cfg.batch_size).await {
-            Ok(0) => {
+        let wait = match deliver_once(&store, &sink, cfg.batch_size).await {
+            Ok(p) if p.idle() => {
                 tokio::select! {
                     () = wake.notified() => {}
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = tokio::time::sleep(idle_wait(&store, sink.name())) => {}
                     () = shutdown.cancelled() => return,
                 }
+                continue;
             }
-            Ok(n) => {
-                tracing::debug!(sink = %sink.name(), rows = n, "Delivered outbox rows.");
+            Ok(p) if p.delivered > 0 || p.dead > 0 => {
+                tracing::debug!(sink = %sink.name(), delivered = p.delivered, rescheduled = p.rescheduled, dead = p.dead, kept = p.kept, "Delivered outbox rows.");
                 delays = backoff(&cfg);
                 if shutdown.is_cancelled() {
                     return;
                 }
+                continue;
+            }
+            Ok(p) => {
+                // Nothing got through: the sink is down. Back off before trying fresh rows again.
+                let wait = delays
+                    .next()
+                    .unwrap_or(Duration::from_secs(cfg.retry_max_secs));
+                let error = p.error.map(|e| e.to_string()).unwrap_or_default();
+                tracing::warn!(sink = %sink.name(), error = %error, rescheduled = p.rescheduled, kept = p.kept, wait_ms = wait.as_millis() as u64, "Delivery failed; events wait durably and are retried.");
+                wait
             }
             Err(e) => {
                 let wait = delays
                     .next()
                     .unwrap_or(Duration::from_secs(cfg.retry_max_secs));
-                tracing::warn!(sink = %sink.name(), error = %e, wait_ms = wait.as_millis() as u64, "Delivery failed; rows stay in the outbox and are retried.");
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    () = shutdown.cancelled() => return,
-                }
+                tracing::warn!(sink = %sink.name(), error = %e, wait_ms = wait.as_millis() as u64, "Delivery round failed; rows stay in the outbox and are retried.");
+                wait
             }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.cancelled() => return,
         }
     }
 }

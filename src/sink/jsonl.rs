@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use cloudevents::Event;
 
-use super::{Sink, SinkError};
+use super::{Outcome, Sink, SinkError};
 
 /// Appends one structured CloudEvent per line.
 #[derive(Debug)]
@@ -43,7 +43,21 @@ impl Sink for JsonlSink {
         &self.name
     }
 
-    async fn publish(&self, batch: &[Event]) -> Result<(), SinkError> {
+    async fn publish(&self, batch: &[Event]) -> Vec<Outcome> {
+        Outcome::all(batch.len(), self.append(batch).await)
+    }
+
+    async fn healthcheck(&self) -> Result<(), SinkError> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || Self::open(&path).map(drop))
+            .await
+            .map_err(|e| SinkError::Retryable(e.to_string()))?
+            .map_err(|e| SinkError::Permanent(format!("{}: {e}", self.path.display())))
+    }
+}
+
+impl JsonlSink {
+    async fn append(&self, batch: &[Event]) -> Result<(), SinkError> {
         let mut buf = Vec::with_capacity(batch.len() * 512);
         for ev in batch {
             serde_json::to_writer(&mut buf, ev)
@@ -67,13 +81,5 @@ impl Sink for JsonlSink {
         .await
         .map_err(|e| SinkError::Retryable(format!("writer task failed: {e}")))?
         .map_err(|e| SinkError::Retryable(format!("{}: {e}", self.path.display())))
-    }
-
-    async fn healthcheck(&self) -> Result<(), SinkError> {
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || Self::open(&path).map(drop))
-            .await
-            .map_err(|e| SinkError::Retryable(e.to_string()))?
-            .map_err(|e| SinkError::Permanent(format!("{}: {e}", self.path.display())))
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use cloudevents::{AttributesReader, Event};
 
-use super::{Sink, SinkError};
+use super::{Outcome, Sink, SinkError};
 use crate::change::envelope::event_data;
 use crate::change::{ChangeKind, Relationship};
 use crate::config::StdoutFormat;
@@ -73,7 +73,17 @@ impl Sink for StdoutSink {
         &self.name
     }
 
-    async fn publish(&self, batch: &[Event]) -> Result<(), SinkError> {
+    async fn publish(&self, batch: &[Event]) -> Vec<Outcome> {
+        Outcome::all(batch.len(), self.write(batch).await)
+    }
+
+    async fn healthcheck(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+impl StdoutSink {
+    async fn write(&self, batch: &[Event]) -> Result<(), SinkError> {
         let mut out = String::new();
         for ev in batch {
             match self.format {
@@ -93,9 +103,5 @@ impl Sink for StdoutSink {
         .await
         .map_err(|e| SinkError::Retryable(e.to_string()))?
         .map_err(|e| SinkError::Retryable(format!("stdout: {e}")))
-    }
-
-    async fn healthcheck(&self) -> Result<(), SinkError> {
-        Ok(())
     }
 }

@@ -5,11 +5,17 @@
 //! - `links`: `conn \0 group \0 rel \0 member` → [`LinkState`] (membership state, kept after removal for versions).
 //! - `groups`: `conn \0 group` → [`GroupRecord`] (whether its first full sync completed).
 //! - `outbox`: `sink \0 seq(u64 BE)` → structured CloudEvent JSON, one row per sink.
+//! - `retry`: `sink \0 due_ms(u64 BE) \0 seq(u64 BE)` → [`RetryRecord`]: rows that failed and wait for their next
+//!   attempt, ordered by due time so the relay reads only the due ones (see `delivery.rs`).
+//! - `dead_letters`: `seq(u64 BE)` → [`DeadLetter`]: events a sink gave up on (see `dlq.rs`).
+//! - `sinks`: sink name → [`SinkState`] (a webhook endpoint disabled by 410 Gone).
 //! - `meta`: schema version, batch-number counter.
 //!
 //! [`Store::commit_page`] is the heart of invariant 1: one multi-tree transaction stages the outbox rows,
 //! updates membership state and moves the cursor; sled may re-run the closure, so it does no I/O.
 
+mod delivery;
+mod dlq;
 mod page;
 
 use std::path::Path;
@@ -21,6 +27,8 @@ use sled::Transactional;
 use crate::change::LinkState;
 use crate::change::Relationship;
 
+pub use delivery::{Disposition, Pending, RetryRecord, SinkState};
+pub use dlq::{DeadLetter, DlqFilter};
 pub use page::{EmitContext, GroupRoute, PageInput, PageOutcome, RoundEnd};
 
 /// Bumped when the on-disk layout changes.
@@ -130,6 +138,9 @@ pub struct Store {
     links: sled::Tree,
     groups: sled::Tree,
     outbox: sled::Tree,
+    retry: sled::Tree,
+    dead_letters: sled::Tree,
+    sinks: sled::Tree,
 }
 
 impl std::fmt::Debug for Store {
@@ -175,7 +186,7 @@ fn split_link_key(key: &[u8]) -> Option<(String, String, String, String)> {
     Some((parts.next()?, parts.next()?, parts.next()?, parts.next()?))
 }
 
-fn outbox_prefix(sink: &str) -> Vec<u8> {
+pub(crate) fn outbox_prefix(sink: &str) -> Vec<u8> {
     [sink.as_bytes(), b"\0"].concat()
 }
 
@@ -235,6 +246,9 @@ impl Store {
             links: db.open_tree("links")?,
             groups: db.open_tree("groups")?,
             outbox: db.open_tree("outbox")?,
+            retry: db.open_tree("retry")?,
+            dead_letters: db.open_tree("dead_letters")?,
+            sinks: db.open_tree("sinks")?,
             db,
         })
     }
@@ -390,6 +404,12 @@ impl Store {
             .keys()
             .take(cap)
             .count()
+    }
+
+    /// Flushes to disk from synchronous code (CLI commands).
+    pub fn flush_blocking(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
     }
 
     /// Flushes to disk; called last on shutdown.

@@ -5,4 +5,5 @@ mod examples;
 mod membership;
 mod process;
 mod replan;
+mod sinks;
 mod support;

@@ -1,0 +1,101 @@
+//! The librdkafka side: producer configuration (the properties the sink insists on, plus every pass-through
+//! property) and error classification.
+
+use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+use crate::config::KafkaSinkConfig;
+use crate::sink::SinkError;
+
+/// The producer configuration: user properties first, then the sink's own, which win. `ClientConfig`'s
+/// `Debug` prints every value, secrets included: never log it; log [`crate::config::DottedMap::redacted`].
+pub fn producer_config(cfg: &KafkaSinkConfig) -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    for (k, v) in &cfg.properties.0 {
+        cc.set(k, v);
+    }
+    cc.set("bootstrap.servers", cfg.brokers.join(","))
+        // Idempotence: librdkafka's own retries can neither duplicate nor reorder a partition's messages.
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set(
+            "message.timeout.ms",
+            (cfg.delivery_timeout_secs.saturating_mul(1000)).to_string(),
+        );
+    if !cfg.properties.0.contains_key("client.id") {
+        cc.set("client.id", "groupwatch");
+    }
+    cc
+}
+
+/// Whether a produce error is about this one message (dead-letter it) or about the cluster (retry).
+/// Authorization and unknown-topic errors are retryable on purpose: an operator fixes ACLs or creates the
+/// topic, and the events flow again without a replay.
+pub fn classify(e: &KafkaError) -> SinkError {
+    use RDKafkaErrorCode as C;
+    let message = format!("Kafka: {e}");
+    match e.rdkafka_error_code() {
+        Some(
+            C::MessageSizeTooLarge
+            | C::InvalidMessageSize
+            | C::InvalidMessage
+            | C::InvalidRecord
+            | C::MessageBatchTooLarge
+            | C::InvalidTopic
+            | C::UnsupportedForMessageFormat,
+        ) => SinkError::Permanent(message),
+        _ => SinkError::Retryable(message),
+    }
+}
+
+/// `ClientConfig::create` failures are configuration errors (unknown property, bad value).
+pub fn classify_create(e: &KafkaError) -> SinkError {
+    SinkError::Permanent(format!("Kafka producer configuration rejected: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DottedMap, KafkaMode};
+
+    #[test]
+    fn sink_properties_override_user_properties() {
+        let mut props = DottedMap::default();
+        props.0.insert("compression.type".into(), "zstd".into());
+        props.0.insert("acks".into(), "1".into());
+        let cfg = KafkaSinkConfig {
+            brokers: vec!["a:9092".into(), "b:9092".into()],
+            topic: "t".into(),
+            topics: DottedMap::default(),
+            mode: KafkaMode::Binary,
+            delivery_timeout_secs: 7,
+            healthcheck_timeout_secs: 1,
+            properties: props,
+        };
+        let cc = producer_config(&cfg);
+        assert_eq!(cc.get("bootstrap.servers"), Some("a:9092,b:9092"));
+        assert_eq!(cc.get("enable.idempotence"), Some("true"));
+        assert_eq!(cc.get("acks"), Some("all"));
+        assert_eq!(cc.get("message.timeout.ms"), Some("7000"));
+        assert_eq!(cc.get("compression.type"), Some("zstd"));
+        assert_eq!(cc.get("client.id"), Some("groupwatch"));
+    }
+
+    #[test]
+    fn per_message_errors_are_permanent_cluster_errors_retryable() {
+        let too_big = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
+        assert!(matches!(classify(&too_big), SinkError::Permanent(_)));
+        for code in [
+            RDKafkaErrorCode::MessageTimedOut,
+            RDKafkaErrorCode::NotLeaderForPartition,
+            RDKafkaErrorCode::BrokerTransportFailure,
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+        ] {
+            assert!(
+                classify(&KafkaError::MessageProduction(code)).is_retryable(),
+                "{code:?}"
+            );
+        }
+    }
+}

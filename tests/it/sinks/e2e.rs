@@ -1,0 +1,163 @@
+//! End to end: simulated tenant churn → the daemon → Kafka (tansu) and a webhook at once, the webhook
+//! failing for a while. Both must receive every event exactly once by id.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use groupwatch::app::Daemon;
+use groupwatch::config::Config;
+use groupwatch::sim::{MemberKind, RemovedReason, Sim, SimConfig};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::support::sinks::broker::{consume, create_topic, shared_broker};
+use crate::support::sinks::receiver::Receiver;
+use crate::support::sinks::{SECRET_A, unique, wait_for};
+
+const GROUPS: [&str; 3] = [
+    "aaaaaaaa-0000-0000-0000-000000000001",
+    "aaaaaaaa-0000-0000-0000-000000000002",
+    "aaaaaaaa-0000-0000-0000-000000000003",
+];
+
+fn member(n: usize) -> String {
+    format!("bbbbbbbb-0000-0000-0000-{n:012}")
+}
+
+#[tokio::test]
+async fn tenant_churn_reaches_kafka_and_a_flaky_webhook_exactly_once() {
+    let Some(brokers) = shared_broker() else {
+        return;
+    };
+    let topic = format!("e2e-{}", uuid::Uuid::new_v4().simple());
+    create_topic(&brokers, &topic, 3).await;
+    let sim = Sim::start(SimConfig::default()).await.unwrap();
+    let rx = Receiver::start(&[SECRET_A]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let groups = GROUPS.map(|g| format!("\"{g}\"")).join(", ");
+    let cfg = Config::from_toml(&format!(
+        r#"
+[store]
+path = "{store}"
+
+[relay]
+batch_size = 10
+retry_initial_ms = 20
+retry_max_secs = 1
+
+[connections.sim]
+tenant_id = "{tenant}"
+client_id = "{client}"
+client_secret = "{secret}"
+graph_url = "{graph}"
+authority_url = "{graph}"
+
+[sinks.kafka]
+type = "kafka"
+brokers = ["{brokers}"]
+topic = "{topic}"
+
+[sinks.hooks]
+type = "webhook"
+url = "{hook}"
+secrets = ["{SECRET_A}"]
+retry_schedule_secs = [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]
+
+[[subscriptions]]
+id = "e2e"
+connection = "sim"
+kind = "members"
+groups = [{groups}]
+sinks = ["kafka", "hooks"]
+"#,
+        store = dir.path().join("state").display(),
+        tenant = sim.tenant_id(),
+        client = sim.client_id(),
+        secret = sim.client_secret(),
+        graph = sim.base_url(),
+        hook = rx.url(),
+    ))
+    .unwrap();
+
+    let mut next = 0;
+    for g in GROUPS {
+        sim.create_group(g, g);
+        for _ in 0..3 {
+            next += 1;
+            sim.add_member(g, &member(next), MemberKind::User);
+        }
+    }
+    let shutdown = CancellationToken::new();
+    let daemon = Daemon::build(cfg, shutdown.clone()).await.unwrap();
+    daemon.poll_all_once().await.unwrap(); // baseline: from_now, no events
+    let tracker = TaskTracker::new();
+    daemon.spawn_relays(&tracker);
+
+    rx.set_status(503);
+    let mut expected = 0;
+    let mut added: Vec<(String, String)> = Vec::new();
+    for round in 0..6 {
+        for g in GROUPS {
+            for _ in 0..4 {
+                next += 1;
+                assert!(sim.add_member(g, &member(next), MemberKind::User));
+                added.push((g.to_owned(), member(next)));
+                expected += 1;
+            }
+        }
+        // Remove two members added in an earlier round (already seen by a poll).
+        for (g, m) in added.drain(..2) {
+            assert!(sim.remove_member(&g, &m, RemovedReason::Deleted));
+            expected += 1;
+        }
+        let staged: usize = daemon
+            .poll_all_once()
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.events)
+            .sum();
+        assert!(staged > 0, "round {round} staged events");
+        if round == 3 {
+            rx.set_status(200); // the webhook recovers
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let hook_ids = rx.wait_delivered(expected, Duration::from_secs(60)).await;
+    let kafka = consume(
+        &brokers,
+        &topic,
+        expected,
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+    )
+    .await;
+    let kafka_ids: Vec<String> = kafka.iter().map(|r| r.header("ce_id").to_owned()).collect();
+    let store = daemon.store().clone();
+    wait_for(Duration::from_secs(10), "settled outboxes", || {
+        ["kafka", "hooks"]
+            .iter()
+            .all(|s| store.outbox_depth(s, 10) + store.retry_depth(s, 10) == 0)
+    })
+    .await;
+    shutdown.cancel();
+    tracker.close();
+    tracker.wait().await;
+
+    assert!(
+        rx.hits().iter().any(|h| h.status == 503),
+        "the webhook did fail for a while"
+    );
+    assert_eq!(
+        hook_ids.len(),
+        expected,
+        "webhook: every event exactly once"
+    );
+    assert!(unique(&hook_ids));
+    assert_eq!(kafka_ids.len(), expected, "kafka: every event exactly once");
+    assert!(unique(&kafka_ids));
+    let (a, b): (HashSet<_>, HashSet<_>) = (hook_ids.iter().collect(), kafka_ids.iter().collect());
+    assert_eq!(a, b, "both sinks got the same events");
+    assert_eq!(store.dlq_count("hooks").unwrap(), 0);
+}

@@ -1,0 +1,255 @@
+//! Webhook sink through the real relay against a real receiver: signatures, statuses, durable retries.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use cloudevents::Event;
+use groupwatch::change::ChangeKind::Added;
+use groupwatch::relay;
+use groupwatch::store::{DlqFilter, Store};
+
+use crate::support::sinks::receiver::{Receiver, Reply};
+use crate::support::sinks::{
+    RelayTask, SECRET_A, SECRET_B, event, ids, temp_store, wait_for, webhook_sink,
+};
+
+const FAST: &str = "[0.05, 0.05, 0.05]";
+
+fn stage(store: &Store, sink: &str, n: u64) -> Vec<Event> {
+    let evs: Vec<Event> = (1..=n).map(|i| event("g1", i, Added)).collect();
+    for e in &evs {
+        store.outbox_push(sink, e).unwrap();
+    }
+    evs
+}
+
+fn empty(store: &Store, sink: &str) -> bool {
+    store.outbox_depth(sink, usize::MAX) == 0 && store.retry_depth(sink, usize::MAX) == 0
+}
+
+#[tokio::test]
+async fn delivers_signed_structured_cloudevents_on_2xx() {
+    let rx = Receiver::start(&[SECRET_A]).await;
+    let (_d, store) = temp_store();
+    let sink = webhook_sink("hooks", &rx.url(), &[SECRET_A], FAST);
+    let evs = stage(&store, "hooks", 3);
+    let n = relay::drain(&store, &sink, 50).await.unwrap();
+    assert_eq!(n, 3);
+    let hits = rx.hits();
+    assert_eq!(
+        hits.iter().map(|h| h.id.clone()).collect::<Vec<_>>(),
+        ids(&evs),
+        "in order"
+    );
+    for (h, ev) in hits.iter().zip(&evs) {
+        assert_eq!(h.status, 204);
+        assert_eq!(h.content_type, "application/cloudevents+json");
+        assert_eq!(h.secrets_matched, 1);
+        let ts: i64 = h.timestamp.parse().unwrap();
+        assert!((Utc::now().timestamp() - ts).abs() < 10);
+        let body: Event = serde_json::from_slice(&h.body).unwrap();
+        assert_eq!(&body, ev, "the body is the structured CloudEvent");
+    }
+    assert!(empty(&store, "hooks"));
+}
+
+#[tokio::test]
+async fn retries_webhook_on_503_with_the_same_webhook_id() {
+    let rx = Receiver::start(&[SECRET_A]).await;
+    rx.script([Reply::status(503), Reply::status(503)]);
+    let (_d, store) = temp_store();
+    let evs = stage(&store, "hooks", 1);
+    let relay = RelayTask::spawn(
+        &store,
+        Arc::new(webhook_sink("hooks", &rx.url(), &[SECRET_A], FAST)),
+    );
+    rx.wait_delivered(1, Duration::from_secs(10)).await;
+    relay.stop().await;
+    let hits = rx.hits();
+    assert_eq!(
+        hits.iter().map(|h| h.status).collect::<Vec<_>>(),
+        [503, 503, 204]
+    );
+    assert!(
+        hits.iter().all(|h| h.id == ids(&evs)[0]),
+        "same webhook-id on every attempt"
+    );
+    assert!(empty(&store, "hooks"));
+    assert_eq!(store.dlq_count("hooks").unwrap(), 0);
+}
+
+#[tokio::test]
+async fn honours_retry_after_on_429() {
+    let rx = Receiver::start(&[SECRET_A]).await;
+    rx.script([Reply {
+        status: 429,
+        retry_after: Some("1".into()),
+    }]);
+    let (_d, store) = temp_store();
+    stage(&store, "hooks", 1);
+    let relay = RelayTask::spawn(
+        &store,
+        Arc::new(webhook_sink(
+            "hooks",
+            &rx.url(),
+            &[SECRET_A],
+            "[0.01, 0.01]",
+        )),
+    );
+    rx.wait_delivered(1, Duration::from_secs(10)).await;
+    relay.stop().await;
+    let hits = rx.hits();
+    assert_eq!(hits.len(), 2);
+    let gap = hits[1].at - hits[0].at;
+    assert!(
+        gap >= Duration::from_millis(950),
+        "retried after {gap:?}, before Retry-After"
+    );
+}
+
+#[tokio::test]
+async fn dead_letters_on_400_and_delivers_the_rest() {
+    let rx = Receiver::start(&[SECRET_A]).await;
+    rx.script([Reply::status(400)]);
+    let (_d, store) = temp_store();
+    let evs = stage(&store, "hooks", 3);
+    let sink = webhook_sink("hooks", &rx.url(), &[SECRET_A], FAST);
+    assert_eq!(relay::drain(&store, &sink, 50).await.unwrap(), 2);
+    let dead = store.dlq_list(&DlqFilter::default()).unwrap();
+    assert_eq!(dead.len(), 1);
+    let d = &dead[0].1;
+    assert_eq!((d.sink.as_str(), d.attempts), ("hooks", 1));
+    assert!(d.error.contains("400"), "{}", d.error);
+    assert_eq!(d.event, evs[0]);
+    assert_eq!(rx.hits().len(), 3, "a 400 is not retried");
+    assert_eq!(rx.delivered_ids(), ids(&evs[1..]));
+    assert!(empty(&store, "hooks"));
+}
+
+#[tokio::test]
+async fn disables_endpoint_on_410_and_remembers_it_across_restart() {
+    let rx = Receiver::start(&[SECRET_A]).await;
+    rx.script([Reply::status(410)]);
+    let (dir, store) = temp_store();
+    stage(&store, "hooks", 3);
+    let sink = webhook_sink("hooks", &rx.url(), &[SECRET_A], FAST);
+    relay::drain(&store, &sink, 50).await.unwrap();
+    assert_eq!(rx.hits().len(), 1, "nothing is sent after the 410");
+    assert!(store.sink_state("hooks").unwrap().disabled_at.is_some());
+    assert_eq!(
+        store.dlq_count("hooks").unwrap(),
+        3,
+        "its events are dead letters, not lost"
+    );
+    drop(store);
+
+    let store = Store::open(&dir.path().join("state")).unwrap();
+    let state = store.sink_state("hooks").unwrap();
+    assert!(state.disabled_at.is_some(), "disabled state persisted");
+    assert!(state.disabled_reason.unwrap().contains("410"));
+    stage(&store, "hooks", 1);
+    relay::drain(&store, &sink, 50).await.unwrap();
+    assert_eq!(rx.hits().len(), 1, "still not sent after a restart");
+    assert_eq!(store.dlq_count("hooks").unwrap(), 4);
+    let report = relay::sink_report(&store, [&"hooks".to_owned()]).unwrap();
+    assert!(report.contains("DISABLED since"), "{report}");
+    assert!(report.contains("4 dead-lettered"), "{report}");
+}
+
+#[tokio::test]
+async fn retry_state_survives_a_restart() {
+    let rx = Receiver::start(&[SECRET_A]).await;
+    rx.set_status(503);
+    let (dir, store) = temp_store();
+    let evs = stage(&store, "hooks", 1);
+    let schedule = "[0.5, 0.1]";
+    let sink = webhook_sink("hooks", &rx.url(), &[SECRET_A], schedule);
+    let p = relay::deliver_once(&store, &sink, 50).await.unwrap();
+    assert_eq!(p.rescheduled, 1);
+    drop((store, sink));
+
+    // "Restart": a new store handle and a new sink. The retry is still scheduled, not yet due.
+    let store = Store::open(&dir.path().join("state")).unwrap();
+    assert_eq!(store.retry_depth("hooks", 10), 1);
+    assert_eq!(store.outbox_depth("hooks", 10), 0);
+    assert!(store.next_retry_due("hooks").unwrap().unwrap() > Utc::now());
+    assert!(store.pending("hooks", Utc::now(), 10).unwrap().is_empty());
+    let relay = RelayTask::spawn(
+        &store,
+        Arc::new(webhook_sink("hooks", &rx.url(), &[SECRET_A], schedule)),
+    );
+    wait_for(Duration::from_secs(10), "the dead letter", || {
+        store.dlq_count("hooks").unwrap() == 1
+    })
+    .await;
+    relay.stop().await;
+    let dead = store.dlq_list(&DlqFilter::default()).unwrap();
+    assert_eq!(
+        dead[0].1.attempts, 3,
+        "1 attempt before the restart + 2 after: the count survived"
+    );
+    assert!(
+        dead[0].1.error.contains("gave up after 3 attempts"),
+        "{}",
+        dead[0].1.error
+    );
+    let hits = rx.hits();
+    assert_eq!(hits.len(), 3);
+    assert!(
+        hits[1].at - hits[0].at >= Duration::from_millis(400),
+        "waited for the persisted due time"
+    );
+    assert!(hits.iter().all(|h| h.id == ids(&evs)[0]));
+}
+
+#[tokio::test]
+async fn secret_rotation_signs_with_every_secret() {
+    let both = Receiver::start(&[SECRET_A, SECRET_B]).await;
+    let only_new = Receiver::start(&[SECRET_B]).await;
+    let (_d, store) = temp_store();
+    stage(&store, "both", 1);
+    stage(&store, "new", 1);
+    let s1 = webhook_sink("both", &both.url(), &[SECRET_A, SECRET_B], FAST);
+    let s2 = webhook_sink("new", &only_new.url(), &[SECRET_A, SECRET_B], FAST);
+    assert_eq!(relay::drain(&store, &s1, 10).await.unwrap(), 1);
+    assert_eq!(relay::drain(&store, &s2, 10).await.unwrap(), 1);
+    let h = &both.hits()[0];
+    assert_eq!(h.signature.split(' ').count(), 2, "{}", h.signature);
+    assert_eq!(
+        h.secrets_matched, 2,
+        "each secret produced its own valid signature"
+    );
+    assert_eq!(only_new.hits()[0].secrets_matched, 1);
+    assert!(
+        only_new.hits()[0].ok(),
+        "a receiver that rotated to the new secret still verifies"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_webhook_does_not_delay_another_sink() {
+    let down = Receiver::start(&[SECRET_A]).await;
+    down.set_status(503);
+    let up = Receiver::start(&[SECRET_A]).await;
+    let (_d, store) = temp_store();
+    stage(&store, "down", 20);
+    let evs = stage(&store, "up", 20);
+    let r1 = RelayTask::spawn(
+        &store,
+        Arc::new(webhook_sink("down", &down.url(), &[SECRET_A], "[30, 30]")),
+    );
+    let r2 = RelayTask::spawn(
+        &store,
+        Arc::new(webhook_sink("up", &up.url(), &[SECRET_A], "[30, 30]")),
+    );
+    let got = up.wait_delivered(20, Duration::from_secs(10)).await;
+    assert_eq!(got, ids(&evs));
+    assert!(down.delivered_ids().is_empty());
+    assert!(
+        store.outbox_depth("down", 100) + store.retry_depth("down", 100) == 20,
+        "nothing lost"
+    );
+    r1.stop().await;
+    r2.stop().await;
+}
