@@ -240,7 +240,15 @@ impl CalendarClient {
                         // Newest first: once a page reaches below the floor, later pages hold only older events.
                         let below = matches!((oldest, c.req.floor), (Some(o), Some(f)) if o < f);
                         match page.next_link {
-                            Some(link) if !below && c.listing.pages < self.max_pages as usize => {
+                            Some(_) if !below && c.listing.pages >= self.max_pages as usize => {
+                                // An incomplete listing must not be decided on (it would fake deletions).
+                                let e = Error::Decode(format!(
+                                    "group {} has more than {} event pages in its window",
+                                    c.req.group, self.max_pages
+                                ));
+                                done.insert(c.req.group.clone(), Err(e));
+                            }
+                            Some(link) if !below => {
                                 c.url = link;
                                 next.push(c);
                             }

@@ -6,10 +6,17 @@
 //! - `groups`: `conn \0 group` → [`GroupRecord`] (whether its first full sync completed).
 //! - `outbox`: `sink \0 seq(u64 BE)` → structured CloudEvent JSON, one row per sink.
 //! - `meta`: schema version, batch-number counter.
+//! - `cal_groups`: `conn \0 group` → calendar watermark and poll counters.
+//! - `cal_seen`: `conn \0 group \0 blake3(event id)[..16]` → [`crate::change::calendar::SeenEvent`].
+//! - `credentials`: connection → delegated refresh token (rotated on every use) and sign-in status.
+//!
+//! The directory is created 0700 and its files set to 0600 on unix: it holds refresh tokens.
 //!
 //! [`Store::commit_page`] is the heart of invariant 1: one multi-tree transaction stages the outbox rows,
 //! updates membership state and moves the cursor; sled may re-run the closure, so it does no I/O.
 
+mod calendar;
+mod credentials;
 mod page;
 
 use std::path::Path;
@@ -21,6 +28,8 @@ use sled::Transactional;
 use crate::change::LinkState;
 use crate::change::Relationship;
 
+pub use calendar::{CalendarCommit, CalendarGroupView};
+pub use credentials::{SignInStatus, SignInView, StoreVault};
 pub use page::{EmitContext, GroupRoute, PageInput, PageOutcome, RoundEnd};
 
 /// Bumped when the on-disk layout changes.
@@ -32,6 +41,9 @@ pub enum StoreError {
     /// sled failed (I/O, corruption, lock held by another process).
     #[error("state store error: {0}")]
     Sled(#[from] sled::Error),
+    /// The state directory could not be created or its permissions restricted.
+    #[error("state store directory: {0}")]
+    Io(#[from] std::io::Error),
     /// A stored value did not decode.
     #[error("state store holds an undecodable value under {key}: {source}")]
     Decode {
@@ -130,6 +142,9 @@ pub struct Store {
     links: sled::Tree,
     groups: sled::Tree,
     outbox: sled::Tree,
+    cal_groups: sled::Tree,
+    cal_seen: sled::Tree,
+    credentials: sled::Tree,
 }
 
 impl std::fmt::Debug for Store {
@@ -213,6 +228,7 @@ impl Store {
     /// # Errors
     /// As [`Store::open`].
     pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Self> {
+        harden::create_private_dir(path)?;
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
@@ -230,7 +246,11 @@ impl Store {
                 });
             }
         }
+        harden::restrict(path)?;
         Ok(Self {
+            cal_groups: db.open_tree("cal_groups")?,
+            cal_seen: db.open_tree("cal_seen")?,
+            credentials: db.open_tree("credentials")?,
             batches: db.open_tree("batches")?,
             links: db.open_tree("links")?,
             groups: db.open_tree("groups")?,
@@ -411,6 +431,37 @@ impl Store {
             Err(sled::transaction::TransactionError::Abort(e)) => Err(e),
             Err(sled::transaction::TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
         }
+    }
+}
+
+/// Owner-only permissions for the state directory, which holds refresh tokens.
+mod harden {
+    use std::path::Path;
+
+    /// Creates the directory (and parents) with mode 0700 where it does not exist yet.
+    pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
+        let mut b = std::fs::DirBuilder::new();
+        b.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+        b.create(path)
+    }
+
+    /// Sets 0700 on directories and 0600 on files under `path` (sled creates files with the umask).
+    pub fn restrict(path: &Path) -> std::io::Result<()> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let meta = std::fs::metadata(path)?;
+            let mode = if meta.is_dir() { 0o700 } else { 0o600 };
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+            if meta.is_dir() {
+                for entry in std::fs::read_dir(path)? {
+                    restrict(&entry?.path())?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
