@@ -11,6 +11,7 @@
 //! - [`sink`]: where events go: stdout and JSONL files now, Kafka and webhooks later.
 //! - [`sim`]: a simulated Graph tenant (axum) used by `groupwatch demo`, the tests and the benches.
 //! - [`app`]: wiring for `groupwatch run`: store, clients, scheduler and relays under one shutdown token.
+//! - [`login`]: `groupwatch login` (delegated device-code sign-in for calendars) and the calendar wiring.
 //! - [`demo`]: `groupwatch demo`, the daemon against an in-process simulated tenant with live churn.
 //! - [`telemetry`]: tracing setup.
 
@@ -19,6 +20,7 @@ pub mod change;
 pub mod config;
 pub mod demo;
 pub mod graph;
+pub mod login;
 pub mod relay;
 pub mod scheduler;
 pub mod sim;

@@ -38,6 +38,15 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Sign a member account in for group calendars (device code); run it while the daemon is stopped.
+    Login {
+        /// Configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The `[connections.NAME]` to sign in (it needs delegated_scopes).
+        #[arg(long)]
+        connection: String,
+    },
     /// Watch a simulated tenant with live churn, replays and a token expiry. No flags, no credentials.
     Demo {
         /// Stop after this many seconds (for scripted runs); default: until Ctrl-C.
@@ -89,6 +98,14 @@ async fn main() -> ExitCode {
                 }
                 Err(e) => report(Err(e)),
             }
+        }
+        Command::Login { config, connection } => {
+            telemetry::init(cli.log_format, "warn");
+            let cfg = match load(Some(&config)) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            report(groupwatch::login::login(&cfg, &connection, |m| println!("{m}")).await)
         }
         Command::Demo { for_secs } => {
             telemetry::init(cli.log_format, "warn");
