@@ -65,7 +65,11 @@ impl Daemon {
         let concurrency = Arc::new(Semaphore::new(cfg.poll.max_concurrent_requests));
         let mut graphs = HashMap::new();
         let mut tenants = HashMap::new();
-        for (name, conn) in cfg.connections.iter().filter(|(_, c)| c.has_app_credential()) {
+        for (name, conn) in cfg
+            .connections
+            .iter()
+            .filter(|(_, c)| c.has_app_credential())
+        {
             let client = GraphClient::new(conn, concurrency.clone())
                 .with_context(|| format!("building the Graph client of connection {name}"))?;
             graphs.insert(name.clone(), Arc::new(client));

@@ -14,10 +14,10 @@ use anyhow::{Context, bail};
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
+use crate::graph::GraphClient;
 use crate::graph::calendar::CalendarClient;
 use crate::graph::client::{delegated_endpoints, http_client};
 use crate::graph::delegated::{LoginProgress, device_login};
-use crate::graph::GraphClient;
 use crate::relay::Notifier;
 use crate::scheduler::{CalendarPoller, calendar_plan};
 use crate::store::{SignInStatus, Store, StoreVault};
@@ -38,11 +38,19 @@ fn open_store(cfg: &Config) -> anyhow::Result<Store> {
 ///
 /// # Errors
 /// Unknown or app-only connection, a declined/expired sign-in (with what to do next), store failures.
-pub async fn login(cfg: &Config, connection: &str, say: impl Fn(&str) + Send + Sync) -> anyhow::Result<()> {
+pub async fn login(
+    cfg: &Config,
+    connection: &str,
+    say: impl Fn(&str) + Send + Sync,
+) -> anyhow::Result<()> {
     let Some(conn) = cfg.connections.get(connection) else {
         bail!(
             "no connection {connection:?} in the configuration (known: {})",
-            cfg.connections.keys().cloned().collect::<Vec<_>>().join(", ")
+            cfg.connections
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     };
     if !conn.is_delegated() {
@@ -82,7 +90,11 @@ pub async fn login(cfg: &Config, connection: &str, say: impl Fn(&str) + Send + S
 ///
 /// # Errors
 /// A calendar connection that was never signed in (run `groupwatch login` first), client construction.
-pub fn calendar_poller(cfg: &Config, store: &Store, notifier: &Notifier) -> anyhow::Result<CalendarPoller> {
+pub fn calendar_poller(
+    cfg: &Config,
+    store: &Store,
+    notifier: &Notifier,
+) -> anyhow::Result<CalendarPoller> {
     let plan = calendar_plan(cfg);
     let mut clients = HashMap::new();
     let mut tenants = HashMap::new();

@@ -227,7 +227,10 @@ pub fn decide(
     let watermark = if first { newest.max(Some(now)) } else { newest };
     let next_start = watermark.map(|w| w - policy.overlap);
     let behind = |created: DateTime<Utc>| next_start.is_some_and(|f| created < f);
-    d.upserts = kept.into_iter().filter(|(_, r)| !behind(r.created)).collect();
+    d.upserts = kept
+        .into_iter()
+        .filter(|(_, r)| !behind(r.created))
+        .collect();
     let deleted: HashSet<[u8; 16]> = d.removals.iter().copied().collect();
     d.removals.extend(
         seen.iter()

@@ -60,11 +60,24 @@ fn created_ids(d: &Decision) -> Vec<String> {
 fn from_now_first_poll_records_silently_then_new_ids_are_emitted_once() {
     let mut seen = HashMap::new();
     let p = policy();
-    let d = decide(&[ev("a", -5, "1")], &seen, &CalendarGroupState::default(), &p, t(0));
+    let d = decide(
+        &[ev("a", -5, "1")],
+        &seen,
+        &CalendarGroupState::default(),
+        &p,
+        t(0),
+    );
     assert_eq!((d.emit.len(), d.baseline), (0, 1));
-    assert_eq!(floor(&CalendarGroupState::default(), &p, t(0)), Some(t(-10)));
+    assert_eq!(
+        floor(&CalendarGroupState::default(), &p, t(0)),
+        Some(t(-10))
+    );
     let s = apply(&mut seen, &d);
-    assert_eq!(s.watermark, Some(t(0)), "first poll: the watermark is at least now");
+    assert_eq!(
+        s.watermark,
+        Some(t(0)),
+        "first poll: the watermark is at least now"
+    );
     let listed = [ev("a", -5, "1"), ev("b", 1, "1")];
     let d = decide(&listed, &seen, &s, &p, t(2));
     assert_eq!(created_ids(&d), ["b"]);
@@ -93,10 +106,25 @@ fn late_surfacing_event_inside_the_overlap_is_emitted_once() {
 fn events_behind_the_window_are_ignored_and_pruned() {
     let mut seen = HashMap::new();
     let p = policy();
-    let s = step(&mut seen, &[ev("a", 0, "1")], &CalendarGroupState::default(), &p, t(0));
-    let s = step(&mut seen, &[ev("a", 0, "1"), ev("b", 30, "1")], &s, &p, t(31));
+    let s = step(
+        &mut seen,
+        &[ev("a", 0, "1")],
+        &CalendarGroupState::default(),
+        &p,
+        t(0),
+    );
+    let s = step(
+        &mut seen,
+        &[ev("a", 0, "1"), ev("b", 30, "1")],
+        &s,
+        &p,
+        t(31),
+    );
     assert_eq!(s.watermark, Some(t(30)));
-    assert!(!seen.contains_key(&seen_key("a")), "a is behind 30 - 10 and pruned");
+    assert!(
+        !seen.contains_key(&seen_key("a")),
+        "a is behind 30 - 10 and pruned"
+    );
     assert!(seen.contains_key(&seen_key("b")));
     // The fallback listing may still return a (below the floor): it is not new.
     let d = decide(&[ev("b", 30, "1"), ev("a", 0, "1")], &seen, &s, &p, t(32));
@@ -110,7 +138,13 @@ fn repeated_event_in_one_listing_is_one_event() {
         watermark: Some(t(0)),
         ..Default::default()
     };
-    let d = decide(&[ev("x", 1, "1"), ev("x", 1, "1")], &seen, &s, &policy(), t(2));
+    let d = decide(
+        &[ev("x", 1, "1"), ev("x", 1, "1")],
+        &seen,
+        &s,
+        &policy(),
+        t(2),
+    );
     assert_eq!(created_ids(&d), ["x"]);
     assert_eq!(d.unchanged, 1);
 }
@@ -122,7 +156,13 @@ fn existing_as_added_lists_everything_and_emits_it() {
         ..policy()
     };
     assert_eq!(floor(&CalendarGroupState::default(), &p, t(0)), None);
-    let d = decide(&[ev("old", -5000, "1")], &HashMap::new(), &CalendarGroupState::default(), &p, t(0));
+    let d = decide(
+        &[ev("old", -5000, "1")],
+        &HashMap::new(),
+        &CalendarGroupState::default(),
+        &p,
+        t(0),
+    );
     assert_eq!(created_ids(&d), ["old"]);
     assert!(d.upserts.is_empty(), "far behind the next window: not kept");
 }
@@ -155,13 +195,22 @@ fn updates_and_deletes_only_when_asked_with_rising_versions() {
     let d = decide(&[ev("e", 1, "2")], &seen, &s, &quiet, t(2));
     assert!(d.emit.is_empty(), "updates are off by default");
     let s = apply(&mut seen, &d);
-    assert!(decide(&[], &seen, &s, &quiet, t(3)).emit.is_empty(), "deletes are off by default");
+    assert!(
+        decide(&[], &seen, &s, &quiet, t(3)).emit.is_empty(),
+        "deletes are off by default"
+    );
 }
 
 #[test]
 fn events_without_id_or_timestamp_are_skipped() {
     let mut bad = ev("x", 0, "1");
     bad.created_date_time = Some("String (timestamp)".into());
-    let d = decide(&[bad, GraphEvent::default()], &HashMap::new(), &CalendarGroupState::default(), &policy(), t(0));
+    let d = decide(
+        &[bad, GraphEvent::default()],
+        &HashMap::new(),
+        &CalendarGroupState::default(),
+        &policy(),
+        t(0),
+    );
     assert_eq!(d.skipped, 2);
 }

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use cloudevents::{Event, EventBuilder, EventBuilderV10};
 use serde::{Deserialize, Serialize};
 
-use super::calendar::{EventChange, Emitted};
+use super::calendar::{Emitted, EventChange};
 use super::ids::event_id;
 use crate::graph::calendar::GraphEvent;
 
@@ -156,7 +156,11 @@ mod tests {
             ("/groupId", "g"),
             ("/change", "created"),
         ] {
-            assert_eq!(d.pointer(path).and_then(|v| v.as_str()), Some(want), "{path}");
+            assert_eq!(
+                d.pointer(path).and_then(|v| v.as_str()),
+                Some(want),
+                "{path}"
+            );
         }
         assert_eq!(d["reminderMinutesBeforeStart"], 15);
         assert_eq!(d["isReminderOn"], true);
@@ -170,7 +174,10 @@ mod tests {
         let a = change(EventChange::Created, 1);
         assert_eq!(a.id(), change(EventChange::Created, 1).id());
         assert_ne!(a.id(), change(EventChange::Updated, 2).id());
-        assert_ne!(change(EventChange::Updated, 2).id(), change(EventChange::Updated, 3).id());
+        assert_ne!(
+            change(EventChange::Updated, 2).id(),
+            change(EventChange::Updated, 3).id()
+        );
         let back = calendar_data(&a.to_event()).unwrap();
         assert_eq!(back.event.subject.as_deref(), Some("Plan"));
     }

@@ -286,7 +286,10 @@ fn calendar_subscription(cfg: &Config, sub: &SubscriptionConfig, k: &str, c: &mu
     }
     if let Some(p) = sub.page_size {
         if !(1..=1000).contains(&p) {
-            c.push(format!("{k}.page_size"), format!("{p} is not within 1..=1000"));
+            c.push(
+                format!("{k}.page_size"),
+                format!("{p} is not within 1..=1000"),
+            );
         }
     }
 }

@@ -169,9 +169,13 @@ impl CertificateCredential {
 ///
 /// # Errors
 /// A short description of what failed.
-pub fn verify(jwt: &str, cert_der: &[u8]) -> Result<(serde_json::Value, serde_json::Value), String> {
+pub fn verify(
+    jwt: &str,
+    cert_der: &[u8],
+) -> Result<(serde_json::Value, serde_json::Value), String> {
     let mut parts = jwt.split('.');
-    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(c), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err("not a compact JWT".into());
     };

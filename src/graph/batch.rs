@@ -148,7 +148,10 @@ pub async fn get_all(
             if attempt > max_retries {
                 for g in again {
                     out.entry(g.id.clone()).or_insert_with(|| {
-                        Err(Error::Decode(format!("$batch never answered item {}", g.id)))
+                        Err(Error::Decode(format!(
+                            "$batch never answered item {}",
+                            g.id
+                        )))
                     });
                 }
                 break;

@@ -26,7 +26,11 @@ const PREFER_UTC: (&str, &str) = ("Prefer", "outlook.timezone=\"UTC\"");
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ItemBody {
     /// `html` or `text`.
-    #[serde(rename = "contentType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "contentType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub content_type: Option<String>,
     /// The body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -48,7 +52,11 @@ pub struct DateTimeTimeZone {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Location {
     /// Shown name of the place.
-    #[serde(rename = "displayName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "displayName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub display_name: Option<String>,
 }
 
@@ -257,7 +265,9 @@ impl CalendarClient {
                             }
                         }
                     }
-                    Err(Error::BadRequest { status: 400, code, .. }) if c.filtered => {
+                    Err(Error::BadRequest {
+                        status: 400, code, ..
+                    }) if c.filtered => {
                         if self.filter_supported.swap(false, Ordering::Relaxed) {
                             tracing::warn!(%code, "Graph refused $filter on createdDateTime; listing newest first and stopping at the floor instead.");
                         }

@@ -155,7 +155,8 @@ impl GraphClient {
             })?),
         };
         let token_url = authority_endpoint(conn, "token");
-        let tokens = TokenProvider::new(http.clone(), &token_url, &conn.client_id, credential, scope)?;
+        let tokens =
+            TokenProvider::new(http.clone(), &token_url, &conn.client_id, credential, scope)?;
         Self::build(conn, http, Tokens::App(tokens), concurrency)
     }
 

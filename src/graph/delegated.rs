@@ -58,7 +58,8 @@ pub struct DelegatedEndpoints {
 
 impl DelegatedEndpoints {
     fn client(&self) -> Result<PublicClient> {
-        let bad = |what: &str, u: &str, e: url::ParseError| Error::Decode(format!("{what} {u:?}: {e}"));
+        let bad =
+            |what: &str, u: &str, e: url::ParseError| Error::Decode(format!("{what} {u:?}: {e}"));
         Ok(BasicClient::new(ClientId::new(self.client_id.clone()))
             .set_auth_type(AuthType::RequestBody)
             .set_token_uri(
@@ -137,12 +138,14 @@ impl DelegatedTokens {
             return Ok(c.token.clone());
         }
         let started = Instant::now();
-        let refresh = self.vault.load().map_err(Error::Vault)?.ok_or_else(|| {
-            Error::SignInRequired {
-                error: "no_refresh_token".into(),
-                detail: "no delegated sign-in is stored for this connection".into(),
-            }
-        })?;
+        let refresh =
+            self.vault
+                .load()
+                .map_err(Error::Vault)?
+                .ok_or_else(|| Error::SignInRequired {
+                    error: "no_refresh_token".into(),
+                    detail: "no delegated sign-in is stored for this connection".into(),
+                })?;
         let resp = self
             .client
             .exchange_refresh_token(&RefreshToken::new(refresh.expose_secret().to_owned()))
@@ -277,38 +280,39 @@ pub async fn device_login(
         }
         tokio::time::sleep(d)
     };
-    let token = client
-        .exchange_device_access_token(&details)
-        .request_async(&http, sleep, None)
-        .await
-        .map_err(|e| match e {
-            RequestTokenError::ServerResponse(r) => match r.error() {
-                DeviceCodeErrorResponseType::AccessDenied => LoginError::Declined("access_denied".into()),
-                DeviceCodeErrorResponseType::ExpiredToken => LoginError::Expired(expires),
-                DeviceCodeErrorResponseType::Basic(BasicErrorResponseType::Extension(x))
-                    if x == "authorization_declined" =>
-                {
-                    LoginError::Declined(x.clone())
+    let token =
+        client
+            .exchange_device_access_token(&details)
+            .request_async(&http, sleep, None)
+            .await
+            .map_err(|e| match e {
+                RequestTokenError::ServerResponse(r) => {
+                    match r.error() {
+                        DeviceCodeErrorResponseType::AccessDenied => {
+                            LoginError::Declined("access_denied".into())
+                        }
+                        DeviceCodeErrorResponseType::ExpiredToken => LoginError::Expired(expires),
+                        DeviceCodeErrorResponseType::Basic(BasicErrorResponseType::Extension(
+                            x,
+                        )) if x == "authorization_declined" => LoginError::Declined(x.clone()),
+                        DeviceCodeErrorResponseType::Basic(BasicErrorResponseType::Extension(
+                            x,
+                        )) if x == "bad_verification_code" => LoginError::BadVerificationCode,
+                        other => LoginError::Graph(Error::TokenRefused {
+                            error: other.to_string(),
+                            detail: r
+                                .error_description()
+                                .map(|d| d.lines().next().unwrap_or_default().to_owned())
+                                .unwrap_or_default(),
+                        }),
+                    }
                 }
-                DeviceCodeErrorResponseType::Basic(BasicErrorResponseType::Extension(x))
-                    if x == "bad_verification_code" =>
-                {
-                    LoginError::BadVerificationCode
-                }
-                other => LoginError::Graph(Error::TokenRefused {
-                    error: other.to_string(),
-                    detail: r
-                        .error_description()
-                        .map(|d| d.lines().next().unwrap_or_default().to_owned())
-                        .unwrap_or_default(),
+                RequestTokenError::Request(source) => LoginError::Graph(Error::Transport {
+                    what: "the token endpoint",
+                    source,
                 }),
-            },
-            RequestTokenError::Request(source) => LoginError::Graph(Error::Transport {
-                what: "the token endpoint",
-                source,
-            }),
-            other => LoginError::Graph(Error::Decode(format!("token endpoint: {other}"))),
-        })?;
+                other => LoginError::Graph(Error::Decode(format!("token endpoint: {other}"))),
+            })?;
     let refresh = token.refresh_token().ok_or(LoginError::NoRefreshToken)?;
     Ok(LoginOutcome {
         refresh_token: SecretString::from(refresh.secret().to_owned()),

@@ -103,12 +103,7 @@ pub async fn run(
         ));
         let (tracker, shutdown) = (tracker.clone(), shutdown.clone());
         let job = Job::new_repeated_async(interval, move |_id, _lock| {
-            let fut = tick(
-                target.clone(),
-                busy.clone(),
-                jitter,
-                shutdown.clone(),
-            );
+            let fut = tick(target.clone(), busy.clone(), jitter, shutdown.clone());
             let tracker = tracker.clone();
             Box::pin(async move {
                 if !tracker.is_closed() {

@@ -15,9 +15,15 @@
 //! - `faults`: request recording plus the per-request fault gate in front of `/v1.0`.
 //! - `query`: query-string decoding and the `$select`/`$filter` grammar.
 //! - `errors`: Graph and AAD error bodies, ids and timestamps.
+//! - `calendar`: group events (list/create/update/delete) for delegated member tokens only.
+//! - `device`: device-code sign-in, rotating refresh tokens, certificate client assertions.
+//! - `batch`: JSON `$batch`, items run through the same router, ≤ 4 at a time.
 
 mod auth;
+mod batch;
+mod calendar;
 mod delta;
+mod device;
 mod errors;
 mod faults;
 mod members;
@@ -26,6 +32,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -36,6 +43,7 @@ use rand::rngs::StdRng;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use self::state::Rel;
+pub use device::DeviceFlow;
 
 /// Settings fixed for the lifetime of one simulated tenant.
 #[derive(Clone, Debug)]
@@ -53,6 +61,8 @@ pub struct SimConfig {
     /// Upper bound of member entries (`members@delta` plus `owners@delta`) per delta page,
     /// small values force large groups to be split across pages.
     pub page_size: usize,
+    /// The account that device-code sign-ins sign in (it must be a member of a group to read its calendar).
+    pub user_id: String,
 }
 
 impl Default for SimConfig {
@@ -64,6 +74,7 @@ impl Default for SimConfig {
             client_secret: "sim-secret".into(),
             token_ttl: Duration::from_secs(3599),
             page_size: 100,
+            user_id: "a11ce000-0000-4000-8000-000000000001".into(),
         }
     }
 }
@@ -134,6 +145,17 @@ pub struct Faults {
     pub removed_in_initial: bool,
 }
 
+/// What the simulated user does with a device-code sign-in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceOutcome {
+    /// Approves (after `approve_after_polls` pending answers).
+    Approve,
+    /// Declines: `authorization_declined`.
+    Decline,
+    /// Never enters the code: `expired_token`.
+    Expire,
+}
+
 /// One observed request, so tests can assert on what a client actually sent.
 #[derive(Clone, Debug)]
 pub struct RequestRecord {
@@ -147,6 +169,8 @@ pub struct RequestRecord {
     pub query: String,
     /// Response status, 0 while the request is still being answered.
     pub status: u16,
+    /// An item of a `$batch` (not an HTTP round trip of its own).
+    pub batched: bool,
 }
 
 /// State shared by the handle and the HTTP handlers.
@@ -166,6 +190,13 @@ struct Shared {
     log: Mutex<faults::RequestLog>,
     /// Paging state of the members/owners list endpoints, by skiptoken.
     cursors: Mutex<std::collections::HashMap<String, members::Cursor>>,
+    calendar: Mutex<calendar::Calendars>,
+    device: Mutex<device::DeviceState>,
+    /// DER of the certificate registered for client assertions.
+    trusted_cert: Mutex<Option<Vec<u8>>>,
+    /// Calendar requests being answered right now, and the most ever at once.
+    cal_inflight: AtomicUsize,
+    cal_max_inflight: AtomicUsize,
     shutdown: CancellationToken,
 }
 
@@ -196,6 +227,11 @@ impl Sim {
             ids: Mutex::new(StdRng::from_rng(&mut master)),
             log: Mutex::new(faults::RequestLog::default()),
             cursors: Mutex::default(),
+            calendar: Mutex::default(),
+            device: Mutex::default(),
+            trusted_cert: Mutex::default(),
+            cal_inflight: AtomicUsize::new(0),
+            cal_max_inflight: AtomicUsize::new(0),
             shutdown: shutdown.clone(),
             base_url,
             cfg,
@@ -330,6 +366,97 @@ impl Sim {
     /// Forgets recorded requests, so a test can count only what follows.
     pub fn reset_requests(&self) {
         lock(&self.shared.log).reset();
+        self.shared.cal_max_inflight.store(0, Ordering::SeqCst);
+    }
+
+    /// The account device-code sign-ins sign in; add it as a member to let it read a group's calendar.
+    pub fn user_id(&self) -> String {
+        self.shared.cfg.user_id.clone()
+    }
+
+    /// Creates a visible event created now; returns its id.
+    pub fn create_event(&self, group: &str, subject: &str) -> String {
+        self.create_event_at(group, subject, chrono::Utc::now(), true)
+    }
+
+    /// Creates an event with the given createdDateTime; hidden ones surface with [`Sim::reveal_event`].
+    pub fn create_event_at(
+        &self,
+        group: &str,
+        subject: &str,
+        created: chrono::DateTime<chrono::Utc>,
+        visible: bool,
+    ) -> String {
+        let rng = errors::hex_token(&mut *lock(&self.shared.ids));
+        lock(&self.shared.calendar).create(rng, group, subject, created, visible)
+    }
+
+    /// Makes a hidden event visible (late surfacing: its createdDateTime stays in the past).
+    pub fn reveal_event(&self, group: &str, id: &str) {
+        if let Some(e) = lock(&self.shared.calendar).find(group, id) {
+            e.visible = true;
+        }
+    }
+
+    /// Changes an event's subject (new changeKey).
+    pub fn update_event(&self, group: &str, id: &str, subject: &str) {
+        if let Some(e) = lock(&self.shared.calendar).find(group, id) {
+            e.subject = subject.to_owned();
+            e.version += 1;
+            e.modified = chrono::Utc::now();
+        }
+    }
+
+    /// Deletes an event.
+    pub fn delete_event(&self, group: &str, id: &str) -> bool {
+        lock(&self.shared.calendar).delete(group, id)
+    }
+
+    /// The next `n` event listings answer 429 with `Retry-After: retry_after`.
+    pub fn throttle_next_event_listings(&self, n: usize, retry_after: &str) {
+        let mut cal = lock(&self.shared.calendar);
+        cal.throttle
+            .extend(std::iter::repeat_n(retry_after.to_owned(), n));
+    }
+
+    /// Answer `$filter=createdDateTime ge …` with 400 (the filter is undocumented on group events).
+    pub fn reject_created_filter(&self, reject: bool) {
+        lock(&self.shared.calendar).reject_filter = reject;
+    }
+
+    /// The most calendar requests ever answered at once (since the last [`Sim::reset_requests`]).
+    pub fn max_calendar_in_flight(&self) -> usize {
+        self.shared.cal_max_inflight.load(Ordering::SeqCst)
+    }
+
+    /// How the simulated user answers device-code sign-ins and whether refresh tokens are single-use.
+    pub fn set_device_flow(&self, flow: DeviceFlow) {
+        lock(&self.shared.device).flow = flow;
+    }
+
+    /// From now on every refresh-token grant fails with `error` (`invalid_grant`, `interaction_required`);
+    /// `None` heals it.
+    pub fn fail_refresh(&self, error: Option<&'static str>) {
+        lock(&self.shared.device).refresh_failure = error;
+    }
+
+    /// Refresh-token grants answered successfully so far.
+    pub fn refreshes(&self) -> usize {
+        lock(&self.shared.device).refreshes
+    }
+
+    /// Registers the app's certificate (PEM) for client assertions.
+    pub fn trust_certificate(&self, pem: &str) {
+        use rustls_pki_types::pem::PemObject;
+        let der = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+            .map(|c| c.as_ref().to_vec())
+            .ok();
+        *lock(&self.shared.trusted_cert) = der;
+    }
+
+    /// Client assertions whose signature and claims checked out.
+    pub fn verified_assertions(&self) -> usize {
+        lock(&self.shared.auth).verified_assertions
     }
 }
 
@@ -337,6 +464,27 @@ impl Sim {
 fn app(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/{tenant}/oauth2/v2.0/token", post(auth::token))
+        .route(
+            "/{tenant}/oauth2/v2.0/devicecode",
+            post(device::device_code),
+        )
+        .route("/v1.0/$batch", post(batch::batch))
+        .route(
+            "/v1.0/groups/{id}/events",
+            get(calendar::events).post(calendar::events),
+        )
+        .route(
+            "/v1.0/groups/{id}/calendar/events",
+            get(calendar::events).post(calendar::events),
+        )
+        .route(
+            "/v1.0/groups/{id}/events/{eid}",
+            axum::routing::patch(calendar::event).delete(calendar::event),
+        )
+        .route(
+            "/v1.0/groups/{id}/calendar/events/{eid}",
+            axum::routing::patch(calendar::event).delete(calendar::event),
+        )
         .route("/v1.0/groups/delta", get(delta::groups_delta))
         .route("/v1.0/groups/{id}/members", get(members::list_members))
         .route("/v1.0/groups/{id}/owners", get(members::list_owners))

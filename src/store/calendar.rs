@@ -82,7 +82,10 @@ impl Store {
             let mut parts = k.splitn(2, |b| *b == 0);
             let conn = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
             let group = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-            let seen = self.cal_seen.scan_prefix(seen_prefix(&conn, &group)).count();
+            let seen = self
+                .cal_seen
+                .scan_prefix(seen_prefix(&conn, &group))
+                .count();
             out.push(CalendarGroupView {
                 state: decode(&k, &v)?,
                 connection: conn,
@@ -135,10 +138,7 @@ impl Store {
                 for (k, rec) in &c.decision.upserts {
                     seen.insert([prefix.as_slice(), k].concat(), encode(rec))?;
                 }
-                groups.insert(
-                    group_key(c.connection, c.group),
-                    encode(&c.decision.state),
-                )?;
+                groups.insert(group_key(c.connection, c.group), encode(&c.decision.state))?;
                 Ok(())
             },
         );
