@@ -32,7 +32,7 @@ impl SimEvent {
     fn json(&self, base: &str, group: &str) -> Value {
         let ts = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Micros, true);
         let start = self.created + chrono::Duration::days(1);
-        let local = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%S%.7f").to_string();
+        let local = |t: DateTime<Utc>| format!("{}.0000000", t.format("%Y-%m-%dT%H:%M:%S"));
         json!({
             "@odata.etag": format!("W/\"{}{}\"", self.id, self.version),
             "id": self.id,
