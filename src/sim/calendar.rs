@@ -107,9 +107,9 @@ impl Calendars {
 }
 
 /// Refuses app-only callers and non-members, as Graph does for group calendars.
-fn check_caller(shared: &Shared, headers: &HeaderMap, group: &str) -> Result<(), Response> {
+fn check_caller(shared: &Shared, headers: &HeaderMap, group: &str) -> Option<Response> {
     let denied =
-        |msg: &str| Err(shared.graph_error(StatusCode::FORBIDDEN, "ErrorAccessDenied", msg));
+        |msg: &str| Some(shared.graph_error(StatusCode::FORBIDDEN, "ErrorAccessDenied", msg));
     let user = super::auth::bearer(headers).and_then(|t| lock(&shared.auth).user(t));
     let Some(Some(user)) = user else {
         return denied("Access is denied. Check credentials and try again.");
@@ -117,16 +117,13 @@ fn check_caller(shared: &Shared, headers: &HeaderMap, group: &str) -> Result<(),
     let tenant = lock(&shared.tenant);
     if !tenant.is_alive(group) {
         let msg = format!("The group '{group}' does not exist.");
-        return Err(shared.graph_error(StatusCode::NOT_FOUND, "ErrorItemNotFound", &msg));
+        return Some(shared.graph_error(StatusCode::NOT_FOUND, "ErrorItemNotFound", &msg));
     }
-    if !tenant
-        .current_links(group, Rel::Members)
-        .iter()
-        .any(|(m, _)| *m == user)
-    {
+    let members = tenant.current_links(group, Rel::Members);
+    if !members.iter().any(|(m, _)| *m == user) {
         return denied("Access is denied. The signed-in user is not a member of the group.");
     }
-    Ok(())
+    None
 }
 
 /// `GET` (list) and `POST` (create) on a group's events.
@@ -138,7 +135,7 @@ pub(super) async fn events(
     uri: Uri,
     body: String,
 ) -> Response {
-    if let Err(r) = check_caller(&shared, &headers, &group) {
+    if let Some(r) = check_caller(&shared, &headers, &group) {
         return r;
     }
     if method == Method::POST {
@@ -168,21 +165,20 @@ fn list(shared: &Shared, group: &str, headers: &HeaderMap, raw: Option<&str>) ->
         }
         return r;
     }
-    let num = |name: &str, default: usize| -> Result<usize, Response> {
+    let num = |name: &str, default: usize| -> Result<usize, String> {
         match query::option(&pairs, name) {
             None => Ok(default),
-            Some(v) => v.trim().parse().map_err(|_| {
-                shared.graph_error(
-                    StatusCode::BAD_REQUEST,
-                    "ErrorInvalidUrlQuery",
-                    &format!("Invalid ${name}: {v}"),
-                )
-            }),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| format!("Invalid ${name}: {v}")),
         }
     };
     let (top, skip) = match (num("top", 10), num("skip", 0)) {
         (Ok(t), Ok(s)) => (t.clamp(1, 1000), s),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(m), _) | (_, Err(m)) => {
+            return shared.graph_error(StatusCode::BAD_REQUEST, "ErrorInvalidUrlQuery", &m);
+        }
     };
     let floor = match query::option(&pairs, "filter") {
         None => None,
@@ -272,7 +268,7 @@ pub(super) async fn event(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    if let Err(r) = check_caller(&shared, &headers, &group) {
+    if let Some(r) = check_caller(&shared, &headers, &group) {
         return r;
     }
     let mut cal = lock(&shared.calendar);
@@ -307,4 +303,69 @@ pub(super) async fn event(
     ev.modified = Utc::now();
     let body = ev.json(&shared.base_url, &group).to_string();
     json_response(StatusCode::OK, body)
+}
+
+/// Calendar controls of the simulated tenant, for tests and the demo.
+impl super::Sim {
+    /// The account device-code sign-ins sign in; add it as a member to let it read a group's calendar.
+    pub fn user_id(&self) -> String {
+        self.shared.cfg.user_id.clone()
+    }
+
+    /// Creates a visible event created now; returns its id.
+    pub fn create_event(&self, group: &str, subject: &str) -> String {
+        self.create_event_at(group, subject, chrono::Utc::now(), true)
+    }
+
+    /// Creates an event with the given createdDateTime; hidden ones surface with [`Sim::reveal_event`].
+    pub fn create_event_at(
+        &self,
+        group: &str,
+        subject: &str,
+        created: chrono::DateTime<chrono::Utc>,
+        visible: bool,
+    ) -> String {
+        let rng = hex_token(&mut *lock(&self.shared.ids));
+        lock(&self.shared.calendar).create(rng, group, subject, created, visible)
+    }
+
+    /// Makes a hidden event visible (late surfacing: its createdDateTime stays in the past).
+    pub fn reveal_event(&self, group: &str, id: &str) {
+        if let Some(e) = lock(&self.shared.calendar).find(group, id) {
+            e.visible = true;
+        }
+    }
+
+    /// Changes an event's subject (new changeKey).
+    pub fn update_event(&self, group: &str, id: &str, subject: &str) {
+        if let Some(e) = lock(&self.shared.calendar).find(group, id) {
+            e.subject = subject.to_owned();
+            e.version += 1;
+            e.modified = chrono::Utc::now();
+        }
+    }
+
+    /// Deletes an event.
+    pub fn delete_event(&self, group: &str, id: &str) -> bool {
+        lock(&self.shared.calendar).delete(group, id)
+    }
+
+    /// The next `n` event listings answer 429 with `Retry-After: retry_after`.
+    pub fn throttle_next_event_listings(&self, n: usize, retry_after: &str) {
+        let mut cal = lock(&self.shared.calendar);
+        cal.throttle
+            .extend(std::iter::repeat_n(retry_after.to_owned(), n));
+    }
+
+    /// Answer `$filter=createdDateTime ge …` with 400 (the filter is undocumented on group events).
+    pub fn reject_created_filter(&self, reject: bool) {
+        lock(&self.shared.calendar).reject_filter = reject;
+    }
+
+    /// The most calendar requests ever answered at once (since the last [`Sim::reset_requests`]).
+    pub fn max_calendar_in_flight(&self) -> usize {
+        self.shared
+            .cal_max_inflight
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
 }

@@ -294,3 +294,36 @@ pub(super) fn check_assertion(
     auth.verified_assertions += 1;
     Ok(())
 }
+
+/// Sign-in controls of the simulated tenant, for tests and the demo.
+impl super::Sim {
+    /// How the simulated user answers device-code sign-ins and whether refresh tokens are single-use.
+    pub fn set_device_flow(&self, flow: DeviceFlow) {
+        lock(&self.shared.device).flow = flow;
+    }
+
+    /// From now on every refresh-token grant fails with `error` (`invalid_grant`, `interaction_required`);
+    /// `None` heals it.
+    pub fn fail_refresh(&self, error: Option<&'static str>) {
+        lock(&self.shared.device).refresh_failure = error;
+    }
+
+    /// Refresh-token grants answered successfully so far.
+    pub fn refreshes(&self) -> usize {
+        lock(&self.shared.device).refreshes
+    }
+
+    /// Registers the app's certificate (PEM) for client assertions.
+    pub fn trust_certificate(&self, pem: &str) {
+        use rustls_pki_types::pem::PemObject;
+        let der = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+            .map(|c| c.as_ref().to_vec())
+            .ok();
+        *lock(&self.shared.trusted_cert) = der;
+    }
+
+    /// Client assertions whose signature and claims checked out.
+    pub fn verified_assertions(&self) -> usize {
+        lock(&self.shared.auth).verified_assertions
+    }
+}

@@ -36,13 +36,27 @@ async fn event_created_inside_the_overlap_window_is_emitted_once() {
     assert_eq!(data["start"]["timeZone"], "UTC");
     assert_eq!(data["location"]["displayName"], "Room 1");
     assert_eq!(data["body"]["contentType"], "html");
-    for field in ["reminderMinutesBeforeStart", "isReminderOn", "importance", "isAllDay"] {
+    for field in [
+        "reminderMinutesBeforeStart",
+        "isReminderOn",
+        "importance",
+        "isAllDay",
+    ] {
         assert!(!data[field].is_null(), "{field} missing");
     }
-    for field in ["responseRequested", "showAs", "webLink", "organizer", "createdDateTime"] {
+    for field in [
+        "responseRequested",
+        "showAs",
+        "webLink",
+        "organizer",
+        "createdDateTime",
+    ] {
         assert!(!data[field].is_null(), "{field} missing");
     }
-    assert_eq!(evs[0]["source"], format!("/groupwatch/sim/groups/{g}/events"));
+    assert_eq!(
+        evs[0]["source"],
+        format!("/groupwatch/sim/groups/{g}/events")
+    );
 }
 
 #[tokio::test]
@@ -138,16 +152,27 @@ async fn ten_groups_of_25_events_cost_counted_requests_never_more_than_4_in_flig
     let mut rows = Vec::new();
     for (batch, top) in [(false, 10), (true, 10), (false, 100), (true, 100)] {
         let (first, steady, max) = measure(batch, top).await;
-        eprintln!("use_batch={batch} $top={top}: {first} requests first cycle, {steady} per steady cycle, max {max} in flight");
+        eprintln!(
+            "use_batch={batch} $top={top}: {first} requests first cycle, {steady} per steady cycle, max {max} in flight"
+        );
         assert!(max <= 4, "{max} calendar requests in flight");
         assert!(max >= 2, "the requests did overlap ({max})");
         rows.push((batch, top, steady));
     }
     // 25 events per group: 3 pages at $top=10, 1 at $top=100.
-    assert_eq!(rows[0].2, 30, "without $batch, $top=10: 10 groups × 3 pages");
+    assert_eq!(
+        rows[0].2, 30,
+        "without $batch, $top=10: 10 groups × 3 pages"
+    );
     assert_eq!(rows[1].2, 3, "with $batch: 3 paging rounds of ≤ 20 items");
-    assert_eq!(rows[2].2, 10, "without $batch, $top=100: one page per group");
-    assert_eq!(rows[3].2, 1, "with $batch, $top=100: one call for all 10 groups");
+    assert_eq!(
+        rows[2].2, 10,
+        "without $batch, $top=100: one page per group"
+    );
+    assert_eq!(
+        rows[3].2, 1,
+        "with $batch, $top=100: one call for all 10 groups"
+    );
 }
 
 #[tokio::test]
@@ -166,7 +191,11 @@ async fn throttled_batch_items_are_retried_after_their_own_retry_after() {
     assert_eq!(created(&w).len(), 3);
     let batches = w.sim.count("/v1.0/$batch");
     let items = w.sim.requests().iter().filter(|r| r.batched).count();
-    assert_eq!((batches, items), (2, 5), "one batch, then one with the 2 throttled items");
+    assert_eq!(
+        (batches, items),
+        (2, 5),
+        "one batch, then one with the 2 throttled items"
+    );
 }
 
 #[tokio::test]
@@ -174,9 +203,16 @@ async fn unsupported_created_filter_falls_back_to_newest_first_listing() {
     let w = World::with_calendars(1).await;
     let g = w.groups[0].clone();
     w.sim.reject_created_filter(true);
-    let d = w.calendar_daemon(&w.calendar_toml(false, false, "page_size = 3")).await;
+    let d = w
+        .calendar_daemon(&w.calendar_toml(false, false, "page_size = 3"))
+        .await;
     for i in 0..5 {
-        w.sim.create_event_at(&g, &format!("old {i}"), Utc::now() - chrono::Duration::days(3), true);
+        w.sim.create_event_at(
+            &g,
+            &format!("old {i}"),
+            Utc::now() - chrono::Duration::days(3),
+            true,
+        );
     }
     w.calendar_cycle(&d).await;
     w.sim.create_event(&g, "fresh");
@@ -206,10 +242,18 @@ async fn updates_and_deletes_are_emitted_only_when_switched_on() {
     w.sim.delete_event(&g, &id);
     w.calendar_cycle(&d).await;
     w.calendar_cycle(&d).await;
-    let types: Vec<_> = w.events().iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect();
+    let types: Vec<_> = w
+        .events()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(
         types,
-        ["groupwatch.event.created", "groupwatch.event.updated", "groupwatch.event.deleted"]
+        [
+            "groupwatch.event.created",
+            "groupwatch.event.updated",
+            "groupwatch.event.deleted"
+        ]
     );
     assert_eq!(unique_by_id(&w.events()).len(), 3);
 }
@@ -225,7 +269,11 @@ async fn app_only_token_gets_403_access_denied_on_group_events() {
         ("scope", format!("{}/.default", w.sim.base_url())),
     ];
     let tok: serde_json::Value = http
-        .post(format!("{}/{}/oauth2/v2.0/token", w.sim.authority_url(), w.sim.tenant_id()))
+        .post(format!(
+            "{}/{}/oauth2/v2.0/token",
+            w.sim.authority_url(),
+            w.sim.tenant_id()
+        ))
         .form(&form)
         .send()
         .await
@@ -234,7 +282,11 @@ async fn app_only_token_gets_403_access_denied_on_group_events() {
         .await
         .unwrap();
     let resp = http
-        .get(format!("{}/v1.0/groups/{}/events", w.sim.base_url(), w.groups[0]))
+        .get(format!(
+            "{}/v1.0/groups/{}/events",
+            w.sim.base_url(),
+            w.groups[0]
+        ))
         .bearer_auth(tok["access_token"].as_str().unwrap())
         .send()
         .await

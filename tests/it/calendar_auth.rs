@@ -35,10 +35,24 @@ async fn login_binary_signs_in_after_a_few_polls_and_the_stored_token_works() {
     });
     let toml = w.calendar_toml(false, true, "");
     let file = config_file(&w, &toml);
-    let out = run_bin(vec!["login".into(), "--config".into(), file, "--connection".into(), "sim".into()]).await;
+    let out = run_bin(vec![
+        "login".into(),
+        "--config".into(),
+        file,
+        "--connection".into(),
+        "sim".into(),
+    ])
+    .await;
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("/devicelogin") && text.contains("enter the code"), "{text}");
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("/devicelogin") && text.contains("enter the code"),
+        "{text}"
+    );
     assert!(text.contains("Signed in"), "{text}");
     // The daemon uses what login stored: one refresh, then the calendar answers.
     let d = Daemon::build(Config::from_toml(&toml).unwrap(), CancellationToken::new())
@@ -51,16 +65,25 @@ async fn login_binary_signs_in_after_a_few_polls_and_the_stored_token_works() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(w.state_path()).unwrap().permissions().mode();
+        let mode = std::fs::metadata(w.state_path())
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o700, "state dir holds refresh tokens");
-        let conf = std::fs::metadata(w.state_path().join("conf")).unwrap().permissions().mode();
+        let conf = std::fs::metadata(w.state_path().join("conf"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(conf & 0o777, 0o600);
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn login_reports_a_declined_or_expired_sign_in_clearly() {
-    for (outcome, words) in [(DeviceOutcome::Decline, "declined"), (DeviceOutcome::Expire, "expired")] {
+    for (outcome, words) in [
+        (DeviceOutcome::Decline, "declined"),
+        (DeviceOutcome::Expire, "expired"),
+    ] {
         let w = World::with_calendars(1).await;
         w.sim.set_device_flow(DeviceFlow {
             approve_after_polls: 1,
@@ -68,10 +91,20 @@ async fn login_reports_a_declined_or_expired_sign_in_clearly() {
             ..DeviceFlow::default()
         });
         let file = config_file(&w, &w.calendar_toml(false, true, ""));
-        let out = run_bin(vec!["login".into(), "--config".into(), file, "--connection".into(), "sim".into()]).await;
+        let out = run_bin(vec![
+            "login".into(),
+            "--config".into(),
+            file,
+            "--connection".into(),
+            "sim".into(),
+        ])
+        .await;
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success());
-        assert!(err.contains(words) && err.contains("groupwatch login"), "{err}");
+        assert!(
+            err.contains(words) && err.contains("groupwatch login"),
+            "{err}"
+        );
     }
 }
 
@@ -126,11 +159,17 @@ async fn invalid_grant_stops_calendars_with_a_clear_status_while_membership_keep
         w.sim.fail_refresh(Some("invalid_grant"));
         w.sim.revoke_access_tokens(); // forces a refresh on the next calendar call
         let err = d.poll_calendars_once().await.unwrap_err().to_string();
-        assert!(err.contains("invalid_grant") && err.contains("groupwatch login"), "{err}");
+        assert!(
+            err.contains("invalid_grant") && err.contains("groupwatch login"),
+            "{err}"
+        );
         // Later ticks stop without calling Graph; membership still flows.
         w.sim.reset_requests();
         assert!(d.poll_calendars_once().await.is_err());
-        assert_eq!(w.sim.count(&format!("/v1.0/groups/{}/events", w.groups[0])), 0);
+        assert_eq!(
+            w.sim.count(&format!("/v1.0/groups/{}/events", w.groups[0])),
+            0
+        );
         w.sim.add_member(&w.groups[0], &user(77), MemberKind::User);
         w.cycle(&d).await;
         let members: Vec<_> = w
@@ -146,7 +185,10 @@ async fn invalid_grant_stops_calendars_with_a_clear_status_while_membership_keep
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("sim: NEEDS LOGIN (invalid_grant"), "{text}");
-    assert!(text.contains("groupwatch login --config FILE --connection sim"), "{text}");
+    assert!(
+        text.contains("groupwatch login --config FILE --connection sim"),
+        "{text}"
+    );
     // A new login heals it.
     w.sim.fail_refresh(None);
     let cfg = Config::from_toml(&toml).unwrap();
@@ -158,18 +200,28 @@ async fn invalid_grant_stops_calendars_with_a_clear_status_while_membership_keep
 #[tokio::test]
 async fn app_only_connection_on_a_calendar_subscription_is_refused_with_an_explanation() {
     let w = World::with_calendars(1).await;
-    let toml = w
-        .calendar_toml(false, true, "")
-        .replace("delegated_scopes = [\"offline_access\", \"Group.Read.All\"]", "");
+    let toml = w.calendar_toml(false, true, "").replace(
+        "delegated_scopes = [\"offline_access\", \"Group.Read.All\"]",
+        "",
+    );
     let err = Config::from_toml(&toml).unwrap_err().to_string();
     assert!(err.contains("subscriptions[0].connection"), "{err}");
     assert!(err.contains("app-only") && err.contains("403"), "{err}");
-    assert!(err.contains("delegated sign-in") && err.contains("groupwatch login"), "{err}");
+    assert!(
+        err.contains("delegated sign-in") && err.contains("groupwatch login"),
+        "{err}"
+    );
     // Delegated but never signed in: a start-up error that says what to run.
     let cfg = Config::from_toml(&w.calendar_toml(false, true, "")).unwrap();
-    let err = Daemon::build(cfg, CancellationToken::new()).await.err().unwrap();
+    let err = Daemon::build(cfg, CancellationToken::new())
+        .await
+        .err()
+        .unwrap();
     let msg = format!("{err:#}");
-    assert!(msg.contains("no delegated sign-in") && msg.contains("groupwatch login"), "{msg}");
+    assert!(
+        msg.contains("no delegated sign-in") && msg.contains("groupwatch login"),
+        "{msg}"
+    );
 }
 
 fn write_cert(w: &World, name: &str) -> (String, String, String) {
@@ -182,7 +234,11 @@ fn write_cert(w: &World, name: &str) -> (String, String, String) {
     let key_path = w.dir.path().join(format!("{name}.key"));
     std::fs::write(&cert_path, cert.pem()).unwrap();
     std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    (cert.pem(), cert_path.display().to_string(), key_path.display().to_string())
+    (
+        cert.pem(),
+        cert_path.display().to_string(),
+        key_path.display().to_string(),
+    )
 }
 
 #[tokio::test]
@@ -204,7 +260,11 @@ async fn certificate_client_credentials_send_a_jwt_the_sim_verifies() {
         w.sim.add_member(&w.groups[0], &user(9), MemberKind::User);
         w.cycle(&d).await;
         assert_eq!(w.events().len(), 1, "{alg}");
-        assert_eq!(w.sim.verified_assertions(), 1, "{alg}: one token, one verified assertion");
+        assert_eq!(
+            w.sim.verified_assertions(),
+            1,
+            "{alg}: one token, one verified assertion"
+        );
     }
 }
 
@@ -223,5 +283,8 @@ async fn mismatched_certificate_key_is_a_config_error_naming_the_key_path() {
     assert!(err.contains("does not match"), "{err}");
     let toml = toml.replace(&other_key, "/nonexistent/app.key");
     let err = Config::from_toml(&toml).unwrap_err().to_string();
-    assert!(err.contains("client_key_path") && err.contains("/nonexistent/app.key"), "{err}");
+    assert!(
+        err.contains("client_key_path") && err.contains("/nonexistent/app.key"),
+        "{err}"
+    );
 }
