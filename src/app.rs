@@ -13,7 +13,9 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::graph::GraphClient;
 use crate::relay::{self, Notifier};
-use crate::scheduler::{self, Plan, PollError, PollReport, Poller};
+use crate::scheduler::{
+    self, CalendarPoller, CalendarReport, Plan, PollError, PollReport, Poller, Target,
+};
 use crate::sink::{AnySink, Sink};
 use crate::store::Store;
 
@@ -26,6 +28,7 @@ pub struct Daemon {
     store: Store,
     plan: Plan,
     poller: Arc<Poller>,
+    calendar: Arc<CalendarPoller>,
     sinks: Vec<Arc<AnySink>>,
     notifier: Notifier,
     shutdown: CancellationToken,
@@ -62,7 +65,11 @@ impl Daemon {
         let concurrency = Arc::new(Semaphore::new(cfg.poll.max_concurrent_requests));
         let mut graphs = HashMap::new();
         let mut tenants = HashMap::new();
-        for (name, conn) in &cfg.connections {
+        for (name, conn) in cfg
+            .connections
+            .iter()
+            .filter(|(_, c)| c.has_app_credential())
+        {
             let client = GraphClient::new(conn, concurrency.clone())
                 .with_context(|| format!("building the Graph client of connection {name}"))?;
             graphs.insert(name.clone(), Arc::new(client));
@@ -87,6 +94,7 @@ impl Daemon {
             sinks.push(Arc::new(sink));
         }
         let notifier = Notifier::new(cfg.sinks.keys());
+        let calendar = Arc::new(crate::login::calendar_poller(&cfg, &store, &notifier)?);
         let poller = Arc::new(Poller::new(
             store.clone(),
             graphs,
@@ -102,6 +110,7 @@ impl Daemon {
             store,
             plan,
             poller,
+            calendar,
             sinks,
             notifier,
             shutdown,
@@ -126,6 +135,18 @@ impl Daemon {
         let mut out = Vec::new();
         for b in &self.plan.batches {
             out.push(self.poller.poll_once(b).await?);
+        }
+        Ok(out)
+    }
+
+    /// Polls the group calendars of every connection once.
+    ///
+    /// # Errors
+    /// The first failing connection's error.
+    pub async fn poll_calendars_once(&self) -> Result<Vec<CalendarReport>, PollError> {
+        let mut out = Vec::new();
+        for conn in self.calendar.connections() {
+            out.push(self.calendar.poll_once(&conn).await?);
         }
         Ok(out)
     }
@@ -170,9 +191,20 @@ impl Daemon {
             interval_secs = self.cfg.poll.interval_secs,
             "groupwatch is running."
         );
+        let mut targets: Vec<Target> = self
+            .plan
+            .batches
+            .iter()
+            .map(|b| Target::Members(self.poller.clone(), Arc::new(b.clone())))
+            .collect();
+        targets.extend(
+            self.calendar
+                .connections()
+                .into_iter()
+                .map(|c| Target::Calendar(self.calendar.clone(), c.into())),
+        );
         let sched = scheduler::run(
-            self.poller.clone(),
-            self.plan.batches.clone(),
+            targets,
             self.cfg.poll.interval(),
             Duration::from_secs(self.cfg.poll.jitter_secs),
             tracker.clone(),
@@ -278,6 +310,7 @@ pub fn state_report(cfg: &Config) -> anyhow::Result<String> {
             )?;
         }
     }
+    crate::login::state_section(cfg, &store, &mut out)?;
     writeln!(out, "sinks:")?;
     out.push_str(&relay::sink_report(&store, cfg.sinks.keys())?);
     Ok(out)

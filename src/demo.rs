@@ -57,7 +57,10 @@ fn seed_tenant(sim: Sim, rng: &mut StdRng) -> Tenant {
     for (i, g) in groups.iter().enumerate() {
         sim.create_group(g, GROUPS[i]);
         names.insert(g.clone(), GROUPS[i].to_owned());
+        // The account the demo signs in for calendars must be a member of each group (as in Graph).
+        sim.add_member(g, &sim.user_id(), MemberKind::User);
     }
+    names.insert(sim.user_id(), "the calendar service account".into());
     for (i, p) in people.iter().enumerate() {
         names.insert(p.clone(), PEOPLE[i].to_owned());
         for g in &groups {
@@ -94,6 +97,7 @@ client_id = "{client}"
 client_secret = "{secret}"
 graph_url = "{graph}"
 authority_url = "{authority}"
+delegated_scopes = ["offline_access", "Group.Read.All"]
 [sinks.console]
 type = "stdout"
 format = "pretty"
@@ -104,6 +108,12 @@ kind = "members"
 groups = [{groups}]
 sinks = ["console"]
 baseline = "from_now"
+[[subscriptions]]
+id = "demo-calendars"
+connection = "demo"
+kind = "calendar"
+groups = [{groups}]
+sinks = ["console"]
 "#,
         state = state.display(),
         tenant = t.sim.tenant_id(),
@@ -134,17 +144,40 @@ fn churn_once(t: &Tenant, rng: &mut StdRng) {
     }
 }
 
+const MEETINGS: &[&str] = &[
+    "Sprint planning",
+    "Design review",
+    "All hands",
+    "Customer call",
+    "Retrospective",
+];
+
+/// One new event in a random group calendar, narrated in grey.
+fn new_meeting(t: &Tenant, rng: &mut StdRng) {
+    let g = &t.groups[rng.random_range(0..t.groups.len())];
+    let subject = MEETINGS[rng.random_range(0..MEETINGS.len())];
+    t.sim.create_event(g, subject);
+    println!(
+        "\x1b[90m          tenant: event \"{subject}\" created in the {} calendar\x1b[0m",
+        t.names[g]
+    );
+}
+
 async fn churn(t: Arc<Tenant>, shutdown: CancellationToken) {
     let mut rng = StdRng::seed_from_u64(7);
     let started = tokio::time::Instant::now();
     let mut expired = false;
-    loop {
+    for step in 0u64.. {
         let wait = Duration::from_millis(rng.random_range(700..2200));
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = shutdown.cancelled() => return,
         }
-        churn_once(&t, &mut rng);
+        if step % 3 == 1 {
+            new_meeting(&t, &mut rng);
+        } else {
+            churn_once(&t, &mut rng);
+        }
         if !expired && started.elapsed() > Duration::from_secs(16) {
             expired = true;
             t.sim.expire_delta_tokens(Expiry::SyncStateNotFound400);
@@ -177,6 +210,12 @@ pub async fn run(duration: Option<Duration>) -> anyhow::Result<()> {
     let tenant = Arc::new(seed_tenant(sim, &mut rng));
     let state = std::env::temp_dir().join(format!("groupwatch-demo-{}", std::process::id()));
     let cfg = demo_config(&tenant, &state)?;
+    // Group calendars need a delegated sign-in: the simulated user approves the device code at once.
+    tenant.sim.set_device_flow(crate::sim::DeviceFlow {
+        approve_after_polls: 0,
+        ..Default::default()
+    });
+    crate::login::login(&cfg, "demo", |m| println!("\x1b[90m  sign-in: {m}\x1b[0m")).await?;
     let console =
         StdoutSink::new("console", StdoutFormat::Pretty).with_names(Arc::new(tenant.names.clone()));
     let shutdown = CancellationToken::new();
@@ -191,7 +230,7 @@ pub async fn run(duration: Option<Duration>) -> anyhow::Result<()> {
         tenant.sim.base_url()
     );
     println!(
-        "  watching {} groups ({}), polling Graph's delta query every {POLL_SECS} s;",
+        "  watching {} groups ({}) and their calendars, polling every {POLL_SECS} s;",
         GROUPS.len(),
         GROUPS.join(", ")
     );

@@ -13,6 +13,7 @@
 //! - [`dlq`]: `groupwatch dlq list | replay | purge`, the operator's view of dead letters.
 //! - [`sim`]: a simulated Graph tenant (axum) used by `groupwatch demo`, the tests and the benches.
 //! - [`app`]: wiring for `groupwatch run`: store, clients, scheduler and relays under one shutdown token.
+//! - [`login`]: `groupwatch login` (delegated device-code sign-in for calendars) and the calendar wiring.
 //! - [`demo`]: `groupwatch demo`, the daemon against an in-process simulated tenant with live churn.
 //! - [`telemetry`]: tracing setup.
 
@@ -22,6 +23,7 @@ pub mod config;
 pub mod demo;
 pub mod dlq;
 pub mod graph;
+pub mod login;
 pub mod relay;
 pub mod scheduler;
 pub mod sim;

@@ -43,6 +43,15 @@ enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// Sign a member account in for group calendars (device code); run it while the daemon is stopped.
+    Login {
+        /// Configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The `[connections.NAME]` to sign in (it needs delegated_scopes).
+        #[arg(long)]
+        connection: String,
+    },
     /// Watch a simulated tenant with live churn, replays and a token expiry. No flags, no credentials.
     Demo {
         /// Stop after this many seconds (for scripted runs); default: until Ctrl-C.
@@ -175,6 +184,14 @@ async fn main() -> ExitCode {
             }
         }
         Command::Dlq { action } => dlq(action),
+        Command::Login { config, connection } => {
+            telemetry::init(cli.log_format, "warn");
+            let cfg = match load(Some(&config)) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            report(groupwatch::login::login(&cfg, &connection, |m| println!("{m}")).await)
+        }
         Command::Demo { for_secs } => {
             telemetry::init(cli.log_format, "warn");
             report(groupwatch::demo::run(for_secs.map(std::time::Duration::from_secs)).await)

@@ -47,6 +47,8 @@ for _ in $(seq 1 200); do
 done
 export GROUPWATCH_TEST_KAFKA="127.0.0.1:$port"
 export GROUPWATCH_TEST_TANSU_BIN="$(command -v tansu)"
+# Every service above is present: a test that finds one missing fails instead of skipping.
+export GROUPWATCH_TEST_STRICT=1
 echo "tansu broker on $GROUPWATCH_TEST_KAFKA (pid $tansu_pid)" >&2
 
 cargo nextest run --no-fail-fast "$@"

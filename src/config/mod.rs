@@ -57,6 +57,20 @@ pub struct Config {
     /// What to watch.
     #[serde(default)]
     pub subscriptions: Vec<SubscriptionConfig>,
+    /// Group-calendar polling bounds (Outlook limits).
+    pub calendar: CalendarConfig,
+}
+
+/// `[calendar]`: bounds for group-calendar polling, which Outlook throttles per app and per mailbox.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalendarConfig {
+    /// Calendar requests in flight at once per connection (app id): Outlook allows 4.
+    pub max_concurrent_requests: usize,
+    /// Send calendar listings in JSON `$batch` calls of up to 20 requests, to cut HTTP round trips.
+    pub use_batch: bool,
+    /// Per group mailbox: at most this many requests per 10 minutes (Outlook allows 10,000).
+    pub mailbox_requests_per_10min: u32,
 }
 
 /// `[store]`
@@ -139,6 +153,41 @@ pub struct ConnectionConfig {
     /// Send `x-ms-throttle-priority: low`, so Graph throttles our background polls before interactive traffic.
     #[serde(default = "default_true")]
     pub throttle_priority_low: bool,
+    /// Certificate credential instead of a secret: PEM certificate whose public key is registered on the app.
+    #[serde(default)]
+    pub client_certificate_path: Option<PathBuf>,
+    /// PEM RSA private key (PKCS#8 or PKCS#1) of that certificate; signs the `client_assertion` JWT.
+    #[serde(default)]
+    pub client_key_path: Option<PathBuf>,
+    /// JWT algorithm of the assertion: `PS256` with `x5t#S256` (current Entra docs) or `RS256` with `x5t`.
+    #[serde(default)]
+    pub client_assertion_alg: AssertionAlg,
+    /// Delegated sign-in (device code, `groupwatch login`) with these scopes; empty = app-only connection.
+    /// Group calendars need it: Graph answers 403 to app-only tokens there.
+    #[serde(default)]
+    pub delegated_scopes: Vec<String>,
+}
+
+impl ConnectionConfig {
+    /// True when the connection signs in a user (needed for group calendars).
+    pub fn is_delegated(&self) -> bool {
+        !self.delegated_scopes.is_empty()
+    }
+
+    /// True when the connection has an app-only credential (secret or certificate).
+    pub fn has_app_credential(&self) -> bool {
+        self.client_secret.is_some() || self.client_certificate_path.is_some()
+    }
+}
+
+/// Signature algorithm of the certificate `client_assertion`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+pub enum AssertionAlg {
+    /// RSASSA-PSS SHA-256, header `x5t#S256` (what current Entra docs show).
+    #[default]
+    PS256,
+    /// RSASSA-PKCS1-v1_5 SHA-256, header `x5t` (SHA-1 thumbprint; older docs and samples).
+    RS256,
 }
 
 fn default_graph_url() -> String {
@@ -204,7 +253,7 @@ pub enum StdoutFormat {
 pub enum SubscriptionKind {
     /// Group membership through `/groups/delta`.
     Members,
-    /// Group calendar events (needs delegated sign-in; not available yet).
+    /// New events in group calendars (needs delegated sign-in: `groupwatch login`).
     Calendar,
 }
 
@@ -239,7 +288,25 @@ pub struct SubscriptionConfig {
     /// Also track owners (`owners@delta`), emitted as `groupwatch.owner.*`.
     #[serde(default)]
     pub track_owners: bool,
+    /// Calendar only: how far behind the createdDateTime watermark each poll lists again, so events
+    /// created just before a poll or surfacing late are still found (default 600).
+    #[serde(default)]
+    pub overlap_secs: Option<u64>,
+    /// Calendar only: also emit `groupwatch.event.updated` when an event's changeKey changes.
+    #[serde(default)]
+    pub emit_updates: Option<bool>,
+    /// Calendar only: also emit `groupwatch.event.deleted` when a seen event leaves the listed window.
+    #[serde(default)]
+    pub emit_deletes: Option<bool>,
+    /// Calendar only: `$top` of each events page (Graph's default is 10; default here 100).
+    #[serde(default)]
+    pub page_size: Option<u32>,
 }
+
+/// Default calendar overlap window.
+pub const DEFAULT_OVERLAP_SECS: u64 = 600;
+/// Default calendar `$top`.
+pub const DEFAULT_CALENDAR_PAGE_SIZE: u32 = 100;
 
 impl Config {
     /// Loads defaults, then `file` (if any), then the `GROUPWATCH__` environment, and validates the result.

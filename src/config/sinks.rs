@@ -76,7 +76,8 @@ pub struct WebhookSinkConfig {
     /// Endpoint (http or https). Redirects are not followed: a moved endpoint must be reconfigured.
     pub url: String,
     /// `whsec_…` secrets; each signs every delivery, so a receiver can rotate. In the environment, one string
-    /// with the secrets separated by spaces or commas.
+    /// with the secrets separated by spaces or commas. Missing = a validation problem naming this key.
+    #[serde(default)]
     pub secrets: SecretList,
     /// Whole-request timeout; a timeout counts as a retryable failure.
     #[serde(default = "default_timeout_secs")]

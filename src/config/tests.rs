@@ -118,3 +118,41 @@ fn missing_config_file_is_named() {
     let err = Config::load_from(Some(Path::new("/nonexistent/gw.toml")), Vec::new()).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/gw.toml"));
 }
+
+#[test]
+fn calendar_settings_are_validated_with_their_keys() {
+    let cal = GOOD.replace(
+        "client_secret = \"s3cret-value\"",
+        "client_secret = \"s3cret-value\"\ndelegated_scopes = [\"Group.Read.All\", \"bad scope\"]",
+    ) + "\n[[subscriptions]]\nid = \"cal\"\nconnection = \"contoso\"\nkind = \"calendar\"\ngroups = [\"33333333-3333-3333-3333-333333333333\"]\nsinks = [\"out\"]\noverlap_secs = 0\npage_size = 5000\ntrack_owners = true\n"
+        + "\n[calendar]\nmax_concurrent_requests = 9\n";
+    let cal = cal.replace(
+        "kind = \"members\"\ngroups = [\"33333333-3333-3333-3333-333333333333\"]\nsinks = [\"out\"]\n",
+        "kind = \"members\"\ngroups = [\"33333333-3333-3333-3333-333333333333\"]\nsinks = [\"out\"]\nemit_updates = true\n",
+    );
+    let keys = keys(Config::from_toml(&cal).unwrap_err());
+    for want in [
+        "connections.contoso.delegated_scopes",
+        "connections.contoso.delegated_scopes[1]",
+        "subscriptions[0].emit_updates",
+        "subscriptions[1].overlap_secs",
+        "subscriptions[1].page_size",
+        "subscriptions[1].track_owners",
+        "calendar.max_concurrent_requests",
+    ] {
+        assert!(keys.iter().any(|k| k == want), "{want} missing in {keys:?}");
+    }
+}
+
+#[test]
+fn delegated_only_connection_needs_no_secret_for_calendars() {
+    let cal = GOOD
+        .replace(
+            "client_secret = \"s3cret-value\"",
+            "delegated_scopes = [\"offline_access\", \"Group.Read.All\"]",
+        )
+        .replace("kind = \"members\"", "kind = \"calendar\"");
+    let cfg = Config::from_toml(&cal).unwrap();
+    assert!(cfg.connections["contoso"].is_delegated());
+    assert!(!cfg.connections["contoso"].has_app_credential());
+}

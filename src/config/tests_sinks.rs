@@ -150,3 +150,44 @@ fn unknown_sink_keys_are_rejected() {
     .unwrap_err();
     assert!(err.to_string().contains("mdoe"), "{err}");
 }
+
+/// The shipped `config/example.toml` (Kafka, webhook, calendar) is valid once its secrets come from the
+/// environment, as its comments tell the operator.
+#[test]
+fn shipped_example_is_valid_with_secrets_from_the_environment() {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+    let env = [
+        ("GROUPWATCH__CONNECTIONS__CONTOSO__CLIENT_SECRET", "s3cret"),
+        (
+            "GROUPWATCH__SINKS__HOOKS__SECRETS",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
+        ),
+        (
+            "GROUPWATCH__SINKS__BUS__PROPERTIES__SASL__PASSWORD",
+            "kafka-pw",
+        ),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()));
+    let cfg = Config::load_from(Some(&file), env).unwrap();
+    let SinkConfig::Kafka(k) = &cfg.sinks["bus"] else {
+        panic!("bus is not a kafka sink")
+    };
+    assert_eq!(k.properties.0["sasl.password"], "kafka-pw");
+    assert_eq!(
+        k.topic_for("groupwatch.event.created"),
+        "groupwatch.calendar"
+    );
+    assert!(
+        !format!("{cfg:?}").contains("kafka-pw"),
+        "a secret leaked into Debug"
+    );
+    let SinkConfig::Webhook(w) = &cfg.sinks["hooks"] else {
+        panic!("hooks is not a webhook sink")
+    };
+    assert_eq!(w.secrets.0.len(), 2);
+    // Without the webhook secrets the problem names the key.
+    let err = Config::load_from(Some(&file), Vec::new())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sinks.hooks.secrets"), "{err}");
+}

@@ -4,7 +4,11 @@ use std::collections::HashSet;
 
 use secrecy::ExposeSecret;
 
-use super::{Config, MAX_POLL_INTERVAL_SECS, MIN_POLL_INTERVAL_SECS, SinkConfig, SubscriptionKind};
+use super::{
+    Config, ConnectionConfig, MAX_POLL_INTERVAL_SECS, MIN_POLL_INTERVAL_SECS, SinkConfig,
+    SubscriptionConfig, SubscriptionKind,
+};
+use crate::graph::assertion::{AssertionError, CertificateCredential};
 
 /// One thing wrong with the configuration, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +94,22 @@ pub(super) fn problems(cfg: &Config) -> Vec<Problem> {
     if p.max_concurrent_requests == 0 {
         c.push("poll.max_concurrent_requests", "must be at least 1");
     }
+    let cal = &cfg.calendar;
+    if !(1..=4).contains(&cal.max_concurrent_requests) {
+        c.push(
+            "calendar.max_concurrent_requests",
+            format!(
+                "{} is not within 1..=4 (Outlook allows 4 concurrent requests per app and mailbox)",
+                cal.max_concurrent_requests
+            ),
+        );
+    }
+    if !(1..=10_000).contains(&cal.mailbox_requests_per_10min) {
+        c.push(
+            "calendar.mailbox_requests_per_10min",
+            "must be within 1..=10000 (Outlook's per-mailbox budget)",
+        );
+    }
     if cfg.relay.batch_size == 0 {
         c.push("relay.batch_size", "must be at least 1");
     }
@@ -132,19 +152,7 @@ fn connections(cfg: &Config, c: &mut Collector) {
                 format!("{:?} is not a GUID", conn.client_id),
             );
         }
-        match &conn.client_secret {
-            None => c.push(
-                format!("{k}.client_secret"),
-                format!(
-                    "missing; set it in the file or in GROUPWATCH__CONNECTIONS__{}__CLIENT_SECRET",
-                    name.to_uppercase()
-                ),
-            ),
-            Some(s) if s.expose_secret().trim().is_empty() => {
-                c.push(format!("{k}.client_secret"), "is empty")
-            }
-            Some(_) => {}
-        }
+        credentials(cfg, name, conn, &k, c);
         for (key, value) in [
             ("graph_url", &conn.graph_url),
             ("authority_url", &conn.authority_url),
@@ -167,6 +175,121 @@ fn connections(cfg: &Config, c: &mut Collector) {
         }
         if conn.connect_timeout_secs == 0 {
             c.push(format!("{k}.connect_timeout_secs"), "must be at least 1");
+        }
+    }
+}
+
+/// App-only credential (secret xor certificate) where membership needs it; delegated scopes where set.
+fn credentials(cfg: &Config, name: &str, conn: &ConnectionConfig, k: &str, c: &mut Collector) {
+    let members = cfg
+        .subscriptions
+        .iter()
+        .any(|s| s.connection == name && s.kind == SubscriptionKind::Members);
+    let cert = (&conn.client_certificate_path, &conn.client_key_path);
+    match (&conn.client_secret, cert) {
+        (Some(_), (Some(_), _) | (_, Some(_))) => c.push(
+            format!("{k}.client_secret"),
+            "set either client_secret or client_certificate_path/client_key_path, not both",
+        ),
+        (Some(s), _) if s.expose_secret().trim().is_empty() => {
+            c.push(format!("{k}.client_secret"), "is empty")
+        }
+        (None, (Some(cert), Some(key))) => {
+            if let Err(e) = CertificateCredential::load(cert, key, conn.client_assertion_alg) {
+                let key_name = match e {
+                    AssertionError::Certificate { .. } => "client_certificate_path",
+                    _ => "client_key_path",
+                };
+                c.push(format!("{k}.{key_name}"), e.to_string());
+            }
+        }
+        (None, (Some(_), None)) => c.push(
+            format!("{k}.client_key_path"),
+            "missing: a certificate credential needs the PEM private key too",
+        ),
+        (None, (None, Some(_))) => c.push(
+            format!("{k}.client_certificate_path"),
+            "missing: a certificate credential needs the PEM certificate too",
+        ),
+        (None, (None, None)) if members || !conn.is_delegated() => c.push(
+            format!("{k}.client_secret"),
+            format!(
+                "missing; set it in the file or in GROUPWATCH__CONNECTIONS__{}__CLIENT_SECRET \
+                 (or use client_certificate_path + client_key_path)",
+                name.to_uppercase()
+            ),
+        ),
+        _ => {}
+    }
+    if conn.is_delegated() {
+        if !conn
+            .delegated_scopes
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case("offline_access"))
+        {
+            c.push(
+                format!("{k}.delegated_scopes"),
+                "must include \"offline_access\": without it Entra issues no refresh token and the \
+                 daemon could not keep the sign-in alive",
+            );
+        }
+        for (i, s) in conn.delegated_scopes.iter().enumerate() {
+            if s.trim().is_empty() || s.contains(char::is_whitespace) {
+                c.push(
+                    format!("{k}.delegated_scopes[{i}]"),
+                    format!("{s:?} is not a scope name (one scope per list item)"),
+                );
+            }
+        }
+    }
+}
+
+fn calendar_subscription(cfg: &Config, sub: &SubscriptionConfig, k: &str, c: &mut Collector) {
+    if sub.kind != SubscriptionKind::Calendar {
+        for (key, set) in [
+            ("overlap_secs", sub.overlap_secs.is_some()),
+            ("emit_updates", sub.emit_updates.is_some()),
+            ("emit_deletes", sub.emit_deletes.is_some()),
+            ("page_size", sub.page_size.is_some()),
+        ] {
+            if set {
+                c.push(format!("{k}.{key}"), "applies to kind = \"calendar\" only");
+            }
+        }
+        return;
+    }
+    if sub.track_owners {
+        c.push(
+            format!("{k}.track_owners"),
+            "applies to kind = \"members\" only",
+        );
+    }
+    if let Some(conn) = cfg.connections.get(&sub.connection) {
+        if !conn.is_delegated() {
+            c.push(
+                format!("{k}.connection"),
+                format!(
+                    "connection {:?} is app-only (client credentials), and Graph answers 403 to app-only \
+                     tokens on group calendars: they need delegated sign-in by an account that is a member of \
+                     each group. Add delegated_scopes = [\"offline_access\", \"Group.Read.All\"] to \
+                     [connections.{}] and run `groupwatch login --config FILE --connection {}` once",
+                    sub.connection, sub.connection, sub.connection
+                ),
+            );
+        }
+    }
+    if sub.overlap_secs == Some(0) {
+        c.push(
+            format!("{k}.overlap_secs"),
+            "must be at least 1: the overlap is what catches events created just before a poll",
+        );
+    }
+    if let Some(p) = sub.page_size {
+        if !(1..=1000).contains(&p) {
+            c.push(
+                format!("{k}.page_size"),
+                format!("{p} is not within 1..=1000"),
+            );
         }
     }
 }
@@ -213,12 +336,7 @@ fn subscriptions(cfg: &Config, c: &mut Collector) {
                 ),
             );
         }
-        if sub.kind == SubscriptionKind::Calendar {
-            c.push(
-                format!("{k}.kind"),
-                "\"calendar\" needs delegated sign-in, which this version does not have yet; use \"members\"",
-            );
-        }
+        calendar_subscription(cfg, sub, &k, c);
         if sub.groups.is_empty() {
             c.push(format!("{k}.groups"), "must list at least one group id");
         }

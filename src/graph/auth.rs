@@ -16,6 +16,7 @@ use oauth2::{
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Mutex;
 
+use super::assertion::{ASSERTION_TYPE, CertificateCredential};
 use super::error::{Error, Result};
 
 /// Refresh this long before the token's announced expiry (Entra tokens live 60–90 min).
@@ -23,6 +24,14 @@ const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
 type Client =
     BasicClient<EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
+
+/// How the app proves its identity in the client-credentials grant.
+pub enum AppCredential {
+    /// `client_secret` in the form body.
+    Secret(SecretString),
+    /// A signed `client_assertion` JWT per request (certificate credential).
+    Certificate(Box<CertificateCredential>),
+}
 
 /// Adapter: `oauth2::AsyncHttpClient` over our reqwest 0.13 client.
 pub struct OAuthHttp(pub reqwest::Client);
@@ -61,6 +70,8 @@ struct Cached {
 /// Hands out a valid bearer token, fetching a new one when the cached one nears expiry.
 pub struct TokenProvider {
     client: Client,
+    client_id: String,
+    certificate: Option<Box<CertificateCredential>>,
     scope: String,
     http: OAuthHttp,
     cached: Mutex<Option<Cached>>,
@@ -84,18 +95,27 @@ impl TokenProvider {
         http: reqwest::Client,
         token_url: &str,
         client_id: &str,
-        secret: &SecretString,
+        credential: AppCredential,
         scope: String,
     ) -> Result<Self> {
         let token_url = TokenUrl::new(token_url.to_owned())
             .map_err(|e| Error::Decode(format!("token URL {token_url:?}: {e}")))?;
-        let client = BasicClient::new(ClientId::new(client_id.to_owned()))
-            .set_client_secret(ClientSecret::new(secret.expose_secret().to_owned()))
+        let mut client = BasicClient::new(ClientId::new(client_id.to_owned()))
             // Entra documents the secret in the form body; Basic auth works too, but keep to the docs.
             .set_auth_type(AuthType::RequestBody)
             .set_token_uri(token_url);
+        let mut certificate = None;
+        match credential {
+            AppCredential::Secret(secret) => {
+                client =
+                    client.set_client_secret(ClientSecret::new(secret.expose_secret().to_owned()));
+            }
+            AppCredential::Certificate(c) => certificate = Some(c),
+        }
         Ok(Self {
             client,
+            client_id: client_id.to_owned(),
+            certificate,
             scope,
             http: OAuthHttp(http),
             cached: Mutex::new(None),
@@ -126,10 +146,18 @@ impl TokenProvider {
 
     async fn fetch(&self) -> Result<Cached> {
         let started = Instant::now();
-        let resp = self
+        let mut request = self
             .client
             .exchange_client_credentials()
-            .add_scope(Scope::new(self.scope.clone()))
+            .add_scope(Scope::new(self.scope.clone()));
+        if let Some(cert) = &self.certificate {
+            // The assertion's audience is the token endpoint itself (GRAPH.md §5.2); a new jti each time.
+            let jwt = cert.sign(self.client.token_uri().as_str(), &self.client_id)?;
+            request = request
+                .add_extra_param("client_assertion_type", ASSERTION_TYPE)
+                .add_extra_param("client_assertion", jwt);
+        }
+        let resp = request
             .request_async(&self.http)
             .await
             .map_err(token_error)?;
@@ -146,7 +174,7 @@ impl TokenProvider {
     }
 }
 
-fn token_error(e: RequestTokenError<reqwest::Error, BasicErrorResponse>) -> Error {
+pub(crate) fn token_error(e: RequestTokenError<reqwest::Error, BasicErrorResponse>) -> Error {
     match e {
         RequestTokenError::ServerResponse(r) => Error::TokenRefused {
             error: r.error().to_string(),

@@ -13,7 +13,9 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 use url::Url;
 
-use super::auth::TokenProvider;
+use super::assertion::CertificateCredential;
+use super::auth::{AppCredential, TokenProvider};
+use super::delegated::{DelegatedEndpoints, DelegatedTokens, RefreshVault};
 use super::delta::{DeltaPage, DirectoryObject, DirectoryObjectPage};
 use super::error::{Error, Result, classify};
 use crate::config::ConnectionConfig;
@@ -32,14 +34,87 @@ pub struct ClientStats {
     pub throttled: AtomicU64,
 }
 
+/// Where a client's bearer tokens come from: the app itself (membership) or a signed-in user (calendars).
+#[derive(Debug)]
+enum Tokens {
+    App(TokenProvider),
+    Delegated(DelegatedTokens),
+}
+
+impl Tokens {
+    async fn token(&self) -> Result<secrecy::SecretString> {
+        match self {
+            Tokens::App(t) => t.token().await,
+            Tokens::Delegated(t) => t.token().await,
+        }
+    }
+
+    async fn invalidate(&self) {
+        match self {
+            Tokens::App(t) => t.invalidate().await,
+            Tokens::Delegated(t) => t.invalidate().await,
+        }
+    }
+}
+
+/// One request: method, URL, extra headers, JSON body, and how many concurrency permits it holds (a `$batch`
+/// holds several, because Outlook runs up to 4 of its items at once).
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    /// GET or POST.
+    pub method: &'a reqwest::Method,
+    /// Absolute URL on the Graph host.
+    pub url: &'a str,
+    /// Extra headers, e.g. `Prefer: outlook.timezone="UTC"`.
+    pub headers: &'a [(&'a str, &'a str)],
+    /// JSON body (POST).
+    pub body: Option<&'a serde_json::Value>,
+    /// Permits of the concurrency semaphore held while in flight.
+    pub permits: u32,
+}
+
+impl<'a> Call<'a> {
+    /// A plain GET.
+    pub fn get(url: &'a str) -> Self {
+        Call {
+            method: &reqwest::Method::GET,
+            url,
+            headers: &[],
+            body: None,
+            permits: 1,
+        }
+    }
+}
+
+/// The `{authority}/{tenant}/oauth2/v2.0/{endpoint}` URL of a connection.
+pub fn authority_endpoint(conn: &ConnectionConfig, endpoint: &str) -> String {
+    format!(
+        "{}/{}/oauth2/v2.0/{endpoint}",
+        conn.authority_url.trim_end_matches('/'),
+        conn.tenant_id
+    )
+}
+
+/// The delegated endpoints and scopes of a connection.
+pub fn delegated_endpoints(conn: &ConnectionConfig) -> DelegatedEndpoints {
+    DelegatedEndpoints {
+        token_url: authority_endpoint(conn, "token"),
+        device_url: authority_endpoint(conn, "devicecode"),
+        client_id: conn.client_id.clone(),
+        scopes: conn.delegated_scopes.clone(),
+    }
+}
+
 /// One tenant connection's Graph client.
 #[derive(Debug)]
 pub struct GraphClient {
     http: reqwest::Client,
     base: Url,
-    tokens: TokenProvider,
+    tokens: Tokens,
     limiter: DefaultDirectRateLimiter,
     concurrency: Arc<Semaphore>,
+    /// The semaphore's size (a call never asks for more permits than exist).
+    max_permits: u32,
     max_retries: usize,
     low_priority: bool,
     /// Request counters.
@@ -63,28 +138,58 @@ pub fn http_client(connect: Duration, request: Duration) -> Result<reqwest::Clie
 }
 
 impl GraphClient {
-    /// Builds the client of one `[connections.NAME]`. `concurrency` is shared by all connections.
+    /// Builds the app-only client of one `[connections.NAME]`. `concurrency` is shared by all connections.
     ///
     /// # Errors
-    /// [`Error::Decode`] for unusable URLs (validation normally catches them first).
+    /// [`Error::Decode`] for unusable URLs (validation normally catches them first), [`Error::Assertion`] for
+    /// an unusable certificate.
     pub fn new(conn: &ConnectionConfig, concurrency: Arc<Semaphore>) -> Result<Self> {
-        let http = http_client(
+        let http = Self::http_for(conn)?;
+        let scope = format!("{}/.default", conn.graph_url.trim_end_matches('/'));
+        let credential = match (&conn.client_certificate_path, &conn.client_key_path) {
+            (Some(cert), Some(key)) => AppCredential::Certificate(Box::new(
+                CertificateCredential::load(cert, key, conn.client_assertion_alg)?,
+            )),
+            _ => AppCredential::Secret(conn.client_secret.clone().ok_or_else(|| {
+                Error::Decode("neither client_secret nor a certificate is configured".into())
+            })?),
+        };
+        let token_url = authority_endpoint(conn, "token");
+        let tokens =
+            TokenProvider::new(http.clone(), &token_url, &conn.client_id, credential, scope)?;
+        Self::build(conn, http, Tokens::App(tokens), concurrency)
+    }
+
+    /// Builds the delegated (signed-in user) client of a connection, for group calendars. `concurrency` is the
+    /// connection's calendar semaphore (Outlook: 4 concurrent requests per app).
+    ///
+    /// # Errors
+    /// [`Error::Decode`] for unusable URLs.
+    pub fn delegated(
+        conn: &ConnectionConfig,
+        vault: Arc<dyn RefreshVault>,
+        concurrency: Arc<Semaphore>,
+    ) -> Result<Self> {
+        let http = Self::http_for(conn)?;
+        let tokens = DelegatedTokens::new(http.clone(), delegated_endpoints(conn), vault)?;
+        Self::build(conn, http, Tokens::Delegated(tokens), concurrency)
+    }
+
+    fn http_for(conn: &ConnectionConfig) -> Result<reqwest::Client> {
+        http_client(
             Duration::from_secs(conn.connect_timeout_secs),
             Duration::from_secs(conn.request_timeout_secs),
-        )?;
+        )
+    }
+
+    fn build(
+        conn: &ConnectionConfig,
+        http: reqwest::Client,
+        tokens: Tokens,
+        concurrency: Arc<Semaphore>,
+    ) -> Result<Self> {
         let base = Url::parse(conn.graph_url.trim_end_matches('/'))
             .map_err(|e| Error::Decode(format!("graph_url {:?}: {e}", conn.graph_url)))?;
-        let token_url = format!(
-            "{}/{}/oauth2/v2.0/token",
-            conn.authority_url.trim_end_matches('/'),
-            conn.tenant_id
-        );
-        let scope = format!("{}/.default", conn.graph_url.trim_end_matches('/'));
-        let secret = conn
-            .client_secret
-            .clone()
-            .ok_or_else(|| Error::Decode("client_secret is missing".into()))?;
-        let tokens = TokenProvider::new(http.clone(), &token_url, &conn.client_id, &secret, scope)?;
         let calls = NonZeroU32::new(conn.rate_limit_calls.max(1)).expect("max(1) is non-zero");
         let period = Duration::from_secs(conn.rate_limit_period_secs.max(1));
         let quota = Quota::with_period(period / calls.get())
@@ -95,6 +200,9 @@ impl GraphClient {
             base,
             tokens,
             limiter: RateLimiter::direct(quota),
+            max_permits: u32::try_from(concurrency.available_permits())
+                .unwrap_or(u32::MAX)
+                .max(1),
             concurrency,
             max_retries: conn.max_retries,
             low_priority: conn.throttle_priority_low,
@@ -155,13 +263,27 @@ impl GraphClient {
     /// # Errors
     /// The last error once retries are spent, or the first non-retryable one.
     pub async fn get_json<T: DeserializeOwned>(&self, url: &str) -> Result<T> {
+        self.call_json(Call::get(url)).await
+    }
+
+    /// The `/v1.0` root URL of this client's Graph host, e.g. `https://graph.microsoft.com/v1.0`.
+    pub fn v1_root(&self) -> String {
+        format!("{}/v1.0", self.base.as_str().trim_end_matches('/'))
+    }
+
+    /// Any call with the retry policy of [`GraphClient::get_json`].
+    ///
+    /// # Errors
+    /// As [`GraphClient::get_json`].
+    pub async fn call_json<T: DeserializeOwned>(&self, call: Call<'_>) -> Result<T> {
+        let url = call.url;
         self.check_host(url)?;
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(500))
             .with_max_delay(Duration::from_secs(60))
             .with_max_times(self.max_retries)
             .with_jitter();
-        (|| self.get_once::<T>(url))
+        (|| self.send_once::<T>(call))
             .retry(backoff)
             .sleep(tokio::time::sleep)
             .when(Error::is_retryable)
@@ -177,21 +299,27 @@ impl GraphClient {
             .await
     }
 
-    async fn get_once<T: DeserializeOwned>(&self, url: &str) -> Result<T> {
+    async fn send_once<T: DeserializeOwned>(&self, call: Call<'_>) -> Result<T> {
         // A 401 with a cached token may just mean it was revoked or expired early: refresh once.
         for attempt in 0..2 {
             self.limiter.until_ready().await;
             let _permit = self
                 .concurrency
-                .acquire()
+                .acquire_many(call.permits.clamp(1, self.max_permits))
                 .await
                 .expect("the Graph semaphore is never closed");
             let token = self.tokens.token().await?;
             let mut req = self
                 .http
-                .get(url)
+                .request(call.method.clone(), call.url)
                 .bearer_auth(token.expose_secret())
                 .header("Accept", "application/json");
+            for (k, v) in call.headers {
+                req = req.header(*k, *v);
+            }
+            if let Some(body) = call.body {
+                req = req.json(body);
+            }
             if self.low_priority {
                 req = req.header("x-ms-throttle-priority", "low");
             }

@@ -86,6 +86,23 @@ pub enum Error {
         /// `error_description`, which starts with the AADSTS code.
         detail: String,
     },
+    /// The delegated sign-in is gone (`invalid_grant`, `interaction_required`, no refresh token stored): only an
+    /// operator running `groupwatch login` again can fix it, so calendar polling of the connection stops.
+    #[error(
+        "the delegated sign-in is no longer valid ({error}: {detail}); run `groupwatch login --config FILE --connection NAME` again"
+    )]
+    SignInRequired {
+        /// OAuth error, e.g. `invalid_grant`.
+        error: String,
+        /// `error_description` first line (the AADSTS text) or our explanation.
+        detail: String,
+    },
+    /// The certificate credential could not be used.
+    #[error(transparent)]
+    Assertion(#[from] super::assertion::AssertionError),
+    /// Persisting or reading the rotated refresh token failed; the new token is not used until it is stored.
+    #[error("could not persist the delegated refresh token: {0}")]
+    Vault(String),
     /// Connection failed, timed out, or the body could not be read.
     #[error("transport error talking to {what}: {source}")]
     Transport {

@@ -12,25 +12,68 @@ use tokio::time::Instant;
 use super::errors::{aad_timestamp, hex_token};
 use super::{Shared, lock};
 
+/// One issued access token: until when, and for whom (`None` = app-only).
+struct Grant {
+    expires: Instant,
+    user: Option<String>,
+}
+
 /// Issued access tokens and when each stops being valid.
 #[derive(Default)]
 pub(super) struct Tokens {
-    expires: HashMap<String, Instant>,
+    grants: HashMap<String, Grant>,
+    /// Client assertions whose signature checked out against the trusted certificate.
+    pub verified_assertions: usize,
+    /// `jti`s already used (Entra rejects a replayed assertion).
+    pub jtis: std::collections::HashSet<String>,
 }
 
 impl Tokens {
     pub fn revoke_all(&mut self) {
-        self.expires.clear();
+        self.grants.clear();
     }
 
     /// True if `token` was issued here, is not revoked and has not expired.
     pub fn is_valid(&self, token: &str) -> bool {
-        self.expires.get(token).is_some_and(|&t| Instant::now() < t)
+        self.grants
+            .get(token)
+            .is_some_and(|g| Instant::now() < g.expires)
+    }
+
+    /// The signed-in user of a valid delegated token; `Some(None)` for a valid app-only token.
+    pub fn user(&self, token: &str) -> Option<Option<String>> {
+        self.grants
+            .get(token)
+            .filter(|g| Instant::now() < g.expires)
+            .map(|g| g.user.clone())
     }
 }
 
+impl Shared {
+    /// Issues an access token for the app (`user = None`) or a signed-in user.
+    pub(super) fn new_access_token(&self, user: Option<String>) -> String {
+        let token = format!("sim.{}", hex_token(&mut *lock(&self.ids)));
+        let grant = Grant {
+            expires: Instant::now() + self.cfg.token_ttl,
+            user,
+        };
+        lock(&self.auth).grants.insert(token.clone(), grant);
+        token
+    }
+}
+
+/// The bearer token of a request, if any.
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
+}
+
 /// An AAD token-endpoint failure.
-struct AadError {
+pub(super) struct AadError {
     status: StatusCode,
     error: &'static str,
     code: u32,
@@ -38,7 +81,12 @@ struct AadError {
 }
 
 impl AadError {
-    fn new(status: StatusCode, error: &'static str, code: u32, text: impl Into<String>) -> Self {
+    pub(super) fn new(
+        status: StatusCode,
+        error: &'static str,
+        code: u32,
+        text: impl Into<String>,
+    ) -> Self {
         let description = text.into();
         Self {
             status,
@@ -57,16 +105,7 @@ pub(super) async fn token(
     body: String,
 ) -> Response {
     match issue(&shared, &tenant, &headers, &body) {
-        Ok(access_token) => {
-            let ttl = shared.cfg.token_ttl.as_secs();
-            let body = json!({
-                "token_type": "Bearer",
-                "expires_in": ttl,
-                "ext_expires_in": ttl,
-                "access_token": access_token,
-            });
-            (StatusCode::OK, axum::Json(body)).into_response()
-        }
+        Ok(body) => (StatusCode::OK, axum::Json(body)).into_response(),
         Err(e) => {
             let (trace_id, correlation_id) = (shared.new_guid(), shared.new_guid());
             let timestamp = aad_timestamp();
@@ -92,13 +131,13 @@ pub(super) async fn token(
     }
 }
 
-/// Validates the request in AAD's order and returns a new access token.
+/// Validates the request in AAD's order and returns the success body.
 fn issue(
     shared: &Shared,
     tenant: &str,
     headers: &HeaderMap,
     body: &str,
-) -> Result<String, AadError> {
+) -> Result<serde_json::Value, AadError> {
     use StatusCode as S;
     let cfg = &shared.cfg;
     let form = super::query::pairs(Some(body));
@@ -124,6 +163,9 @@ fn issue(
         ));
     }
     let grant = field("grant_type").ok_or_else(|| missing("grant_type"))?;
+    if grant == super::device::DEVICE_GRANT || grant == "refresh_token" {
+        return super::device::grant(shared, grant, &form);
+    }
     if grant != "client_credentials" {
         let text = format!(
             "The provided request must include a 'grant_type' input parameter. Grant type '{grant}' is not supported."
@@ -154,26 +196,32 @@ fn issue(
             text,
         ));
     }
-    let Some(secret) = secret else {
-        let text = "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.";
-        return Err(AadError::new(
-            S::UNAUTHORIZED,
-            "invalid_client",
-            7000218,
-            text,
-        ));
-    };
-    if secret != cfg.client_secret {
-        let text = format!(
-            "Invalid client secret provided. Ensure the secret being sent in the request is the \
+    if let Some(assertion) = field("client_assertion") {
+        let token_url = format!("{}/{tenant}/oauth2/v2.0/token", shared.base_url);
+        let kind = field("client_assertion_type").unwrap_or_default();
+        super::device::check_assertion(shared, kind, assertion, &token_url, client_id)?;
+    } else {
+        let Some(secret) = secret else {
+            let text = "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.";
+            return Err(AadError::new(
+                S::UNAUTHORIZED,
+                "invalid_client",
+                7000218,
+                text,
+            ));
+        };
+        if secret != cfg.client_secret {
+            let text = format!(
+                "Invalid client secret provided. Ensure the secret being sent in the request is the \
              client secret value, not the client secret ID, for a secret added to app '{client_id}'."
-        );
-        return Err(AadError::new(
-            S::UNAUTHORIZED,
-            "invalid_client",
-            7000215,
-            text,
-        ));
+            );
+            return Err(AadError::new(
+                S::UNAUTHORIZED,
+                "invalid_client",
+                7000215,
+                text,
+            ));
+        }
     }
     let scope = field("scope").ok_or_else(|| missing("scope"))?;
     if !scope.ends_with("/.default") || scope.split_whitespace().count() != 1 {
@@ -182,11 +230,15 @@ fn issue(
         );
         return Err(AadError::new(S::BAD_REQUEST, "invalid_scope", 70011, text));
     }
-    let token = format!("sim.{}", hex_token(&mut *lock(&shared.ids)));
-    let expires = Instant::now() + cfg.token_ttl;
-    lock(&shared.auth).expires.insert(token.clone(), expires);
+    let token = shared.new_access_token(None);
     tracing::debug!("Simulated access token issued.");
-    Ok(token)
+    let ttl = cfg.token_ttl.as_secs();
+    Ok(json!({
+        "token_type": "Bearer",
+        "expires_in": ttl,
+        "ext_expires_in": ttl,
+        "access_token": token,
+    }))
 }
 
 /// Client id and secret from `Authorization: Basic`, form-decoded per RFC 6749 §2.3.1.
@@ -230,13 +282,7 @@ fn base64_decode(input: &str) -> Option<Vec<u8>> {
 
 /// Extracts and checks the bearer token of a Graph request.
 pub(super) fn is_authorized(shared: &Shared, headers: &HeaderMap) -> bool {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim());
-    token.is_some_and(|t| lock(&shared.auth).is_valid(t))
+    bearer(headers).is_some_and(|t| lock(&shared.auth).is_valid(t))
 }
 
 #[cfg(test)]

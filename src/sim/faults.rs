@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::extract::{Request, State};
@@ -102,6 +103,7 @@ pub(super) async fn record_and_gate(
         path: req.uri().path().to_owned(),
         query: super::query::decoded(req.uri().query()),
         status: 0,
+        batched: req.headers().contains_key(super::batch::ITEM_HEADER),
     };
     let is_graph = record.path == "/v1.0" || record.path.starts_with("/v1.0/");
     let slot = {
@@ -124,6 +126,18 @@ pub(super) async fn record_and_gate(
 }
 
 async fn gate(shared: &Shared, req: Request, next: Next) -> Response {
+    if !req.uri().path().contains("/events") {
+        return gate_inner(shared, req, next).await;
+    }
+    // Outlook's concurrency limit is what the client must respect: count calendar requests in flight.
+    let now = shared.cal_inflight.fetch_add(1, Ordering::SeqCst) + 1;
+    shared.cal_max_inflight.fetch_max(now, Ordering::SeqCst);
+    let response = gate_inner(shared, req, next).await;
+    shared.cal_inflight.fetch_sub(1, Ordering::SeqCst);
+    response
+}
+
+async fn gate_inner(shared: &Shared, req: Request, next: Next) -> Response {
     let latency = lock(&shared.gate).faults.latency;
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;

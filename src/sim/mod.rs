@@ -15,9 +15,15 @@
 //! - `faults`: request recording plus the per-request fault gate in front of `/v1.0`.
 //! - `query`: query-string decoding and the `$select`/`$filter` grammar.
 //! - `errors`: Graph and AAD error bodies, ids and timestamps.
+//! - `calendar`: group events (list/create/update/delete) for delegated member tokens only.
+//! - `device`: device-code sign-in, rotating refresh tokens, certificate client assertions.
+//! - `batch`: JSON `$batch`, items run through the same router, ≤ 4 at a time.
 
 mod auth;
+mod batch;
+mod calendar;
 mod delta;
+mod device;
 mod errors;
 mod faults;
 mod members;
@@ -26,6 +32,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -36,6 +43,7 @@ use rand::rngs::StdRng;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use self::state::Rel;
+pub use device::DeviceFlow;
 
 /// Settings fixed for the lifetime of one simulated tenant.
 #[derive(Clone, Debug)]
@@ -53,6 +61,8 @@ pub struct SimConfig {
     /// Upper bound of member entries (`members@delta` plus `owners@delta`) per delta page,
     /// small values force large groups to be split across pages.
     pub page_size: usize,
+    /// The account that device-code sign-ins sign in (it must be a member of a group to read its calendar).
+    pub user_id: String,
 }
 
 impl Default for SimConfig {
@@ -64,6 +74,7 @@ impl Default for SimConfig {
             client_secret: "sim-secret".into(),
             token_ttl: Duration::from_secs(3599),
             page_size: 100,
+            user_id: "a11ce000-0000-4000-8000-000000000001".into(),
         }
     }
 }
@@ -134,6 +145,17 @@ pub struct Faults {
     pub removed_in_initial: bool,
 }
 
+/// What the simulated user does with a device-code sign-in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceOutcome {
+    /// Approves (after `approve_after_polls` pending answers).
+    Approve,
+    /// Declines: `authorization_declined`.
+    Decline,
+    /// Never enters the code: `expired_token`.
+    Expire,
+}
+
 /// One observed request, so tests can assert on what a client actually sent.
 #[derive(Clone, Debug)]
 pub struct RequestRecord {
@@ -147,6 +169,8 @@ pub struct RequestRecord {
     pub query: String,
     /// Response status, 0 while the request is still being answered.
     pub status: u16,
+    /// An item of a `$batch` (not an HTTP round trip of its own).
+    pub batched: bool,
 }
 
 /// State shared by the handle and the HTTP handlers.
@@ -166,6 +190,13 @@ struct Shared {
     log: Mutex<faults::RequestLog>,
     /// Paging state of the members/owners list endpoints, by skiptoken.
     cursors: Mutex<std::collections::HashMap<String, members::Cursor>>,
+    calendar: Mutex<calendar::Calendars>,
+    device: Mutex<device::DeviceState>,
+    /// DER of the certificate registered for client assertions.
+    trusted_cert: Mutex<Option<Vec<u8>>>,
+    /// Calendar requests being answered right now, and the most ever at once.
+    cal_inflight: AtomicUsize,
+    cal_max_inflight: AtomicUsize,
     shutdown: CancellationToken,
 }
 
@@ -196,6 +227,11 @@ impl Sim {
             ids: Mutex::new(StdRng::from_rng(&mut master)),
             log: Mutex::new(faults::RequestLog::default()),
             cursors: Mutex::default(),
+            calendar: Mutex::default(),
+            device: Mutex::default(),
+            trusted_cert: Mutex::default(),
+            cal_inflight: AtomicUsize::new(0),
+            cal_max_inflight: AtomicUsize::new(0),
             shutdown: shutdown.clone(),
             base_url,
             cfg,
@@ -330,6 +366,7 @@ impl Sim {
     /// Forgets recorded requests, so a test can count only what follows.
     pub fn reset_requests(&self) {
         lock(&self.shared.log).reset();
+        self.shared.cal_max_inflight.store(0, Ordering::SeqCst);
     }
 }
 
@@ -337,6 +374,27 @@ impl Sim {
 fn app(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/{tenant}/oauth2/v2.0/token", post(auth::token))
+        .route(
+            "/{tenant}/oauth2/v2.0/devicecode",
+            post(device::device_code),
+        )
+        .route("/v1.0/$batch", post(batch::batch))
+        .route(
+            "/v1.0/groups/{id}/events",
+            get(calendar::events).post(calendar::events),
+        )
+        .route(
+            "/v1.0/groups/{id}/calendar/events",
+            get(calendar::events).post(calendar::events),
+        )
+        .route(
+            "/v1.0/groups/{id}/events/{eid}",
+            axum::routing::patch(calendar::event).delete(calendar::event),
+        )
+        .route(
+            "/v1.0/groups/{id}/calendar/events/{eid}",
+            axum::routing::patch(calendar::event).delete(calendar::event),
+        )
         .route("/v1.0/groups/delta", get(delta::groups_delta))
         .route("/v1.0/groups/{id}/members", get(members::list_members))
         .route("/v1.0/groups/{id}/owners", get(members::list_owners))

@@ -44,6 +44,9 @@ impl StdoutSink {
 
     /// One line for people, e.g. `12:00:03  + Ada Lovelace joined Engineering (user)  id 3f2a…`.
     pub fn pretty_line(&self, ev: &Event) -> String {
+        if ev.ty().starts_with("groupwatch.event.") {
+            return self.pretty_calendar_line(ev);
+        }
         let Some(d) = event_data(ev) else {
             return format!("{} {}", ev.ty(), ev.id());
         };
@@ -65,6 +68,34 @@ impl StdoutSink {
             }
         };
         format!("{time}  {what}  [{}]  id {}", d.member_type, &ev.id()[..12])
+    }
+}
+
+impl StdoutSink {
+    /// One line for a calendar event, e.g. `12:00:03  ✚ new event "Design review" in Engineering`.
+    fn pretty_calendar_line(&self, ev: &Event) -> String {
+        let Some(d) = crate::change::event_envelope::calendar_data(ev) else {
+            return format!("{} {}", ev.ty(), ev.id());
+        };
+        let subject = d.event.subject.as_deref().unwrap_or("(no subject)");
+        let start = d
+            .event
+            .start
+            .as_ref()
+            .and_then(|s| s.date_time.as_deref())
+            .map(|s| s.get(..16).unwrap_or(s).replace('T', " "))
+            .unwrap_or_default();
+        format!(
+            "{}  \x1b[36m✚ {} event\x1b[0m \"{subject}\" in {} (starts {start} UTC)  id {}",
+            d.detected_at.format("%H:%M:%S"),
+            match d.change {
+                crate::change::calendar::EventChange::Created => "new",
+                crate::change::calendar::EventChange::Updated => "updated",
+                crate::change::calendar::EventChange::Deleted => "deleted",
+            },
+            self.label(&d.group_id),
+            &ev.id()[..12]
+        )
     }
 }
 

@@ -10,12 +10,20 @@
 //! - `dead_letters`: `seq(u64 BE)` → [`DeadLetter`]: events a sink gave up on (see `dlq.rs`).
 //! - `sinks`: sink name → [`SinkState`] (a webhook endpoint disabled by 410 Gone).
 //! - `meta`: schema version, batch-number counter.
+//! - `cal_groups`: `conn \0 group` → calendar watermark and poll counters.
+//! - `cal_seen`: `conn \0 group \0 blake3(event id)[..16]` → [`crate::change::calendar::SeenEvent`].
+//! - `credentials`: connection → delegated refresh token (rotated on every use) and sign-in status.
+//!
+//! The directory is created 0700 and its files set to 0600 on unix: it holds refresh tokens.
 //!
 //! [`Store::commit_page`] is the heart of invariant 1: one multi-tree transaction stages the outbox rows,
 //! updates membership state and moves the cursor; sled may re-run the closure, so it does no I/O.
 
+mod calendar;
+mod credentials;
 mod delivery;
 mod dlq;
+mod harden;
 mod page;
 
 use std::path::Path;
@@ -27,6 +35,8 @@ use sled::Transactional;
 use crate::change::LinkState;
 use crate::change::Relationship;
 
+pub use calendar::{CalendarCommit, CalendarGroupView};
+pub use credentials::{SignInStatus, SignInView, StoreVault};
 pub use delivery::{Disposition, Pending, RetryRecord, SinkState};
 pub use dlq::{DeadLetter, DlqFilter};
 pub use page::{EmitContext, GroupRoute, PageInput, PageOutcome, RoundEnd};
@@ -40,6 +50,9 @@ pub enum StoreError {
     /// sled failed (I/O, corruption, lock held by another process).
     #[error("state store error: {0}")]
     Sled(#[from] sled::Error),
+    /// The state directory could not be created or its permissions restricted.
+    #[error("state store directory: {0}")]
+    Io(#[from] std::io::Error),
     /// A stored value did not decode.
     #[error("state store holds an undecodable value under {key}: {source}")]
     Decode {
@@ -141,6 +154,9 @@ pub struct Store {
     retry: sled::Tree,
     dead_letters: sled::Tree,
     sinks: sled::Tree,
+    cal_groups: sled::Tree,
+    cal_seen: sled::Tree,
+    credentials: sled::Tree,
 }
 
 impl std::fmt::Debug for Store {
@@ -224,6 +240,7 @@ impl Store {
     /// # Errors
     /// As [`Store::open`].
     pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Self> {
+        harden::create_private_dir(path)?;
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
@@ -241,7 +258,11 @@ impl Store {
                 });
             }
         }
+        harden::restrict(path)?;
         Ok(Self {
+            cal_groups: db.open_tree("cal_groups")?,
+            cal_seen: db.open_tree("cal_seen")?,
+            credentials: db.open_tree("credentials")?,
             batches: db.open_tree("batches")?,
             links: db.open_tree("links")?,
             groups: db.open_tree("groups")?,

@@ -11,7 +11,7 @@ use super::{
 use crate::change::envelope::RESYNC_REASON;
 use crate::change::{Change, ChangeKind, LinkState, Observation, Relationship, decide};
 
-type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+pub(super) type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
 
 /// Where a group's events go and how its first sync behaves.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -102,19 +102,28 @@ fn known(groups: &TransactionalTree, conn: &str, group: &str, rel: Relationship)
     )
 }
 
+/// Writes one outbox row per sink for `event`; returns the rows written. Shared with calendar commits.
+pub(super) fn stage_event(
+    outbox: &TransactionalTree,
+    sinks: &[String],
+    event: &cloudevents::Event,
+) -> TxResult<usize> {
+    let event = encode(event);
+    for sink in sinks {
+        let seq = outbox.generate_id()?;
+        let key = [sink.as_bytes(), b"\0", &seq.to_be_bytes()].concat();
+        outbox.insert(key, event.clone())?;
+    }
+    Ok(sinks.len())
+}
+
 fn stage(
     outbox: &TransactionalTree,
     sinks: &[String],
     change: &Change,
     out: &mut PageOutcome,
 ) -> TxResult<()> {
-    let event = encode(&change.to_event());
-    for sink in sinks {
-        let seq = outbox.generate_id()?;
-        let key = [sink.as_bytes(), b"\0", &seq.to_be_bytes()].concat();
-        outbox.insert(key, event.clone())?;
-        out.rows += 1;
-    }
+    out.rows += stage_event(outbox, sinks, &change.to_event())?;
     out.events += 1;
     out.ids.push(change.id());
     Ok(())

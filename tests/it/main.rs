@@ -1,5 +1,7 @@
 //! One integration binary: scenarios named after behaviour, over real HTTP on 127.0.0.1.
 
+mod calendar;
+mod calendar_auth;
 mod examples;
 
 mod membership;

@@ -192,7 +192,7 @@ sinks = ["kafka"]
 }
 
 #[test]
-fn demo_shows_member_events_within_seconds() {
+fn demo_shows_member_and_calendar_events_within_seconds() {
     let out = bin()
         .args(["demo", "--for-secs", "12"])
         .env("RUST_LOG", "warn")
@@ -205,4 +205,8 @@ fn demo_shows_member_events_within_seconds() {
         "{text}"
     );
     assert!(text.contains("demo over"), "{text}");
+    assert!(
+        text.contains("new event"),
+        "calendar events are shown too:\n{text}"
+    );
 }

@@ -29,7 +29,7 @@ fn python_ready() -> bool {
         .is_ok_and(|s| s.success());
     if !ok {
         assert!(
-            std::env::var("CI").is_err(),
+            !crate::support::sinks::broker::strict(),
             "python3 with the standardwebhooks package is required under CI (tests/run.sh installs it)"
         );
         eprintln!(

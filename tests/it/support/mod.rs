@@ -189,3 +189,103 @@ pub fn unique_by_id(events: &[Value]) -> HashMap<String, Value> {
     }
     out
 }
+
+/// Calendar worlds: the simulated signed-in account is a member of every group, the connection is delegated.
+impl World {
+    /// A world whose groups the simulated user belongs to (so it may read their calendars).
+    pub async fn with_calendars(groups: u32) -> World {
+        let w = World::new(groups, 2, 100).await;
+        for g in &w.groups {
+            w.sim.add_member(g, &w.sim.user_id(), MemberKind::User);
+        }
+        w.sim.set_device_flow(groupwatch::sim::DeviceFlow {
+            approve_after_polls: 0,
+            ..Default::default()
+        });
+        w
+    }
+
+    /// Config with a delegated connection and a calendar subscription over `groups` (plus `members`
+    /// subscription when `with_members`). `calendar` is appended to the calendar subscription table.
+    pub fn calendar_toml(&self, with_members: bool, use_batch: bool, calendar: &str) -> String {
+        let list = self
+            .groups
+            .iter()
+            .map(|g| format!("\"{g}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let members = if with_members {
+            format!(
+                "[[subscriptions]]\nid = \"members\"\nconnection = \"sim\"\nkind = \"members\"\ngroups = [{list}]\nsinks = [\"file\"]\n"
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            r#"
+[store]
+path = "{state}"
+[poll]
+interval_secs = 2
+jitter_secs = 0
+[calendar]
+use_batch = {use_batch}
+[connections.sim]
+tenant_id = "{tenant}"
+client_id = "{client}"
+client_secret = "{secret}"
+graph_url = "{graph}"
+authority_url = "{authority}"
+rate_limit_calls = 100000
+rate_limit_period_secs = 1
+max_retries = 4
+request_timeout_secs = 10
+delegated_scopes = ["offline_access", "Group.Read.All"]
+[sinks.file]
+type = "jsonl"
+path = "{events}"
+{members}
+[[subscriptions]]
+id = "calendars"
+connection = "sim"
+kind = "calendar"
+groups = [{list}]
+sinks = ["file"]
+{calendar}
+"#,
+            state = self.state_path().display(),
+            tenant = self.sim.tenant_id(),
+            client = self.sim.client_id(),
+            secret = self.sim.client_secret(),
+            graph = self.sim.base_url(),
+            authority = self.sim.authority_url(),
+            events = self.events_path().display(),
+        )
+    }
+
+    /// Signs the simulated user in (in-process `login`) for `cfg`'s connection `sim`.
+    pub async fn login(&self, cfg: &Config) {
+        groupwatch::login::login(cfg, "sim", |_| {}).await.unwrap();
+    }
+
+    /// Signs in, then builds a daemon for `toml`.
+    pub async fn calendar_daemon(&self, toml: &str) -> Daemon {
+        let cfg = Config::from_toml(toml).unwrap();
+        self.login(&cfg).await;
+        Daemon::build(cfg, CancellationToken::new()).await.unwrap()
+    }
+
+    /// One calendar poll of every connection, then deliver everything.
+    pub async fn calendar_cycle(&self, d: &Daemon) {
+        d.poll_calendars_once().await.unwrap();
+        d.deliver_all().await.unwrap();
+    }
+}
+
+/// HTTP round trips to Graph (`/v1.0`, not counting `$batch` items or the token endpoint).
+pub fn graph_round_trips(sim: &Sim) -> usize {
+    sim.requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/v1.0") && !r.batched)
+        .count()
+}

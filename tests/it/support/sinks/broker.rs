@@ -13,16 +13,19 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+/// True under CI and under `tests/run.sh` (which sets `GROUPWATCH_TEST_STRICT=1` after starting the services):
+/// there a missing service is a failure, never a skip.
+pub fn strict() -> bool {
+    let on = |var: &str| std::env::var(var).is_ok_and(|v| v == "true" || v == "1");
+    on("CI") || on("GROUPWATCH_TEST_STRICT")
 }
 
 /// Reads a test-environment variable. Missing under CI is a failure; missing locally skips loudly.
 fn required_env(var: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(v) if !v.is_empty() => Some(v),
-        _ if under_ci() => panic!(
-            "{var} is not set under CI: tests/run.sh must start the tansu broker (Kafka tests never skip in CI)"
+        _ if strict() => panic!(
+            "{var} is not set under CI or tests/run.sh: tests/run.sh must start the tansu broker (Kafka tests never skip in CI)"
         ),
         _ => {
             eprintln!(

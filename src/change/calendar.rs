@@ -1,0 +1,250 @@
+//! New-event detection for group calendars, pure: a listing of one group's window + what the store remembers
+//! (seen ids, the createdDateTime watermark) → events to emit and the state to write, in one decision.
+//!
+//! The window is `createdDateTime ≥ watermark − overlap`. The watermark is the newest createdDateTime ever
+//! listed (never our clock, except on the first poll), so it only moves forward and every later window starts
+//! at or after every earlier one. An event is new when its id was never seen for the group; the overlap
+//! re-lists recent events on every poll so an event created just before a poll, or surfacing late, is still
+//! found — and the seen set makes the re-listing silent. Seen ids behind the next window's start can never be
+//! listed again, so they are pruned.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::graph::calendar::GraphEvent;
+
+/// Seen-set key of an event id: blake3, so keys are short and fixed-size whatever Outlook's id length.
+pub fn seen_key(event_id: &str) -> [u8; 16] {
+    let h = blake3::hash(event_id.as_bytes());
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&h.as_bytes()[..16]);
+    out
+}
+
+/// What the store remembers per seen event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenEvent {
+    /// Its createdDateTime (pruning compares it with the window start).
+    pub created: DateTime<Utc>,
+    /// Last changeKey seen (update detection).
+    pub change_key: Option<String>,
+    /// Bumped on every emitted change; part of event ids.
+    pub version: u64,
+    /// The Outlook id, kept only when deletions are emitted (the deleted event must name it).
+    pub id: Option<String>,
+}
+
+/// Per-group calendar state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CalendarGroupState {
+    /// Newest createdDateTime listed so far (None before the first poll).
+    pub watermark: Option<DateTime<Utc>>,
+    /// Completed polls.
+    pub polls: u64,
+    /// Last completed poll.
+    pub last_poll_at: Option<DateTime<Utc>>,
+}
+
+/// How a subscription wants its group polled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CalendarPolicy {
+    /// Re-listed span behind the watermark.
+    pub overlap: Duration,
+    /// Emit `event.updated` on changeKey changes.
+    pub emit_updates: bool,
+    /// Emit `event.deleted` for seen ids missing from the window.
+    pub emit_deletes: bool,
+    /// `existing_as_added`: the first poll lists everything and emits it.
+    pub baseline_emits: bool,
+}
+
+/// Created, updated or deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventChange {
+    /// A new id.
+    Created,
+    /// A seen id with a new changeKey.
+    Updated,
+    /// A seen id missing from a complete listing of its window.
+    Deleted,
+}
+
+impl EventChange {
+    /// `created` / `updated` / `deleted`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventChange::Created => "created",
+            EventChange::Updated => "updated",
+            EventChange::Deleted => "deleted",
+        }
+    }
+}
+
+/// One change to emit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Emitted {
+    /// What happened.
+    pub change: EventChange,
+    /// The event as listed (for deletions: only its id).
+    pub event: GraphEvent,
+    /// The event's version after the change (part of the CloudEvent id).
+    pub version: u64,
+}
+
+/// The outcome of one poll of one group: what to emit and what to write, all in one transaction.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Decision {
+    /// Changes to emit, in listing order (deletions last).
+    pub emit: Vec<Emitted>,
+    /// Seen records to write.
+    pub upserts: Vec<([u8; 16], SeenEvent)>,
+    /// Seen records to delete (pruned behind the window, or deleted).
+    pub removals: Vec<[u8; 16]>,
+    /// The new group state.
+    pub state: CalendarGroupState,
+    /// New ids recorded silently by a `from_now` first poll.
+    pub baseline: usize,
+    /// Listed events already known and unchanged (overlap re-listings, `$skip` repeats).
+    pub unchanged: usize,
+    /// Events without an id or a parsable createdDateTime.
+    pub skipped: usize,
+}
+
+/// Where this poll's window starts (None: list everything).
+pub fn floor(
+    state: &CalendarGroupState,
+    policy: &CalendarPolicy,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    match state.watermark {
+        Some(w) => Some(w - policy.overlap),
+        None if policy.baseline_emits => None,
+        None => Some(now - policy.overlap),
+    }
+}
+
+/// Decides one poll. `listed` is the complete listing of the window that started at `floor(state, …)`;
+/// `seen` holds the group's stored records.
+pub fn decide(
+    listed: &[GraphEvent],
+    seen: &HashMap<[u8; 16], SeenEvent>,
+    state: &CalendarGroupState,
+    policy: &CalendarPolicy,
+    now: DateTime<Utc>,
+) -> Decision {
+    let mut d = Decision::default();
+    let first = state.watermark.is_none();
+    let window_start = floor(state, policy, now);
+    let mut in_listing: HashSet<[u8; 16]> = HashSet::new();
+    let mut newest = state.watermark;
+    let mut kept: Vec<([u8; 16], SeenEvent)> = Vec::new();
+    for ev in listed {
+        let (Some(id), Some(created)) = (ev.id.as_deref(), ev.created()) else {
+            d.skipped += 1;
+            continue;
+        };
+        if window_start.is_some_and(|f| created < f) {
+            continue; // below the window: the fallback listing's last page reaches past the floor
+        }
+        let key = seen_key(id);
+        if !in_listing.insert(key) {
+            d.unchanged += 1; // the same event twice in one listing ($skip pages shifted)
+            continue;
+        }
+        newest = newest.max(Some(created));
+        let keep_id = policy.emit_deletes.then(|| id.to_owned());
+        match seen.get(&key) {
+            None => {
+                let rec = SeenEvent {
+                    created,
+                    change_key: ev.change_key.clone(),
+                    version: 1,
+                    id: keep_id,
+                };
+                if first && !policy.baseline_emits {
+                    d.baseline += 1;
+                } else {
+                    d.emit.push(Emitted {
+                        change: EventChange::Created,
+                        event: ev.clone(),
+                        version: 1,
+                    });
+                }
+                kept.push((key, rec));
+            }
+            Some(prev) if prev.change_key != ev.change_key && ev.change_key.is_some() => {
+                let mut rec = prev.clone();
+                rec.change_key = ev.change_key.clone();
+                rec.id = keep_id;
+                if policy.emit_updates {
+                    rec.version += 1;
+                    d.emit.push(Emitted {
+                        change: EventChange::Updated,
+                        event: ev.clone(),
+                        version: rec.version,
+                    });
+                }
+                kept.push((key, rec));
+            }
+            Some(prev) => {
+                d.unchanged += 1;
+                if prev.id.is_none() && keep_id.is_some() {
+                    kept.push((
+                        key,
+                        SeenEvent {
+                            id: keep_id,
+                            ..prev.clone()
+                        },
+                    ));
+                }
+            }
+        }
+    }
+    if policy.emit_deletes && !first {
+        let mut gone: Vec<(&[u8; 16], &SeenEvent)> = seen
+            .iter()
+            .filter(|(k, s)| {
+                window_start.is_none_or(|f| s.created >= f) && !in_listing.contains(*k)
+            })
+            .collect();
+        gone.sort_by_key(|(_, s)| s.created);
+        for (key, rec) in gone {
+            d.emit.push(Emitted {
+                change: EventChange::Deleted,
+                event: GraphEvent {
+                    id: rec.id.clone(),
+                    created_date_time: Some(rec.created.to_rfc3339()),
+                    ..GraphEvent::default()
+                },
+                version: rec.version + 1,
+            });
+            d.removals.push(*key);
+        }
+    }
+    let watermark = if first { newest.max(Some(now)) } else { newest };
+    let next_start = watermark.map(|w| w - policy.overlap);
+    let behind = |created: DateTime<Utc>| next_start.is_some_and(|f| created < f);
+    d.upserts = kept
+        .into_iter()
+        .filter(|(_, r)| !behind(r.created))
+        .collect();
+    let deleted: HashSet<[u8; 16]> = d.removals.iter().copied().collect();
+    d.removals.extend(
+        seen.iter()
+            .filter(|(k, s)| behind(s.created) && !deleted.contains(*k))
+            .map(|(k, _)| *k),
+    );
+    d.state = CalendarGroupState {
+        watermark,
+        polls: state.polls + 1,
+        last_poll_at: Some(now),
+    };
+    d
+}
+
+#[cfg(test)]
+#[path = "calendar_tests.rs"]
+mod tests;

@@ -1,0 +1,216 @@
+use super::*;
+
+fn t(min: i64) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2025-03-01T12:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+        + Duration::minutes(min)
+}
+
+fn ev(id: &str, created_min: i64, ck: &str) -> GraphEvent {
+    GraphEvent {
+        id: Some(id.into()),
+        created_date_time: Some(t(created_min).to_rfc3339()),
+        change_key: Some(ck.into()),
+        subject: Some(format!("subject {id}")),
+        ..GraphEvent::default()
+    }
+}
+
+fn policy() -> CalendarPolicy {
+    CalendarPolicy {
+        overlap: Duration::minutes(10),
+        emit_updates: false,
+        emit_deletes: false,
+        baseline_emits: false,
+    }
+}
+
+/// Applies a decision to an in-memory "store", like the transaction does.
+fn apply(seen: &mut HashMap<[u8; 16], SeenEvent>, d: &Decision) -> CalendarGroupState {
+    for k in &d.removals {
+        seen.remove(k);
+    }
+    for (k, v) in &d.upserts {
+        seen.insert(*k, v.clone());
+    }
+    d.state.clone()
+}
+
+fn step(
+    seen: &mut HashMap<[u8; 16], SeenEvent>,
+    listed: &[GraphEvent],
+    state: &CalendarGroupState,
+    p: &CalendarPolicy,
+    now: DateTime<Utc>,
+) -> CalendarGroupState {
+    let d = decide(listed, seen, state, p, now);
+    apply(seen, &d)
+}
+
+fn created_ids(d: &Decision) -> Vec<String> {
+    d.emit
+        .iter()
+        .filter(|e| e.change == EventChange::Created)
+        .map(|e| e.event.id.clone().unwrap())
+        .collect()
+}
+
+#[test]
+fn from_now_first_poll_records_silently_then_new_ids_are_emitted_once() {
+    let mut seen = HashMap::new();
+    let p = policy();
+    let d = decide(
+        &[ev("a", -5, "1")],
+        &seen,
+        &CalendarGroupState::default(),
+        &p,
+        t(0),
+    );
+    assert_eq!((d.emit.len(), d.baseline), (0, 1));
+    assert_eq!(
+        floor(&CalendarGroupState::default(), &p, t(0)),
+        Some(t(-10))
+    );
+    let s = apply(&mut seen, &d);
+    assert_eq!(
+        s.watermark,
+        Some(t(0)),
+        "first poll: the watermark is at least now"
+    );
+    let listed = [ev("a", -5, "1"), ev("b", 1, "1")];
+    let d = decide(&listed, &seen, &s, &p, t(2));
+    assert_eq!(created_ids(&d), ["b"]);
+    let s = apply(&mut seen, &d);
+    let d = decide(&listed, &seen, &s, &p, t(3));
+    assert!(d.emit.is_empty(), "re-listed inside the overlap: silent");
+    assert_eq!(d.unchanged, 2);
+}
+
+#[test]
+fn late_surfacing_event_inside_the_overlap_is_emitted_once() {
+    let mut seen = HashMap::new();
+    let p = policy();
+    let s = step(&mut seen, &[], &CalendarGroupState::default(), &p, t(0));
+    let s = step(&mut seen, &[ev("new", 4, "1")], &s, &p, t(5));
+    // Created at minute 3 but visible only now, after a newer event moved the watermark to 4.
+    let listed = [ev("new", 4, "1"), ev("late", 3, "1")];
+    assert_eq!(floor(&s, &p, t(6)), Some(t(-6)));
+    let d = decide(&listed, &seen, &s, &p, t(6));
+    assert_eq!(created_ids(&d), ["late"]);
+    let s = apply(&mut seen, &d);
+    assert!(decide(&listed, &seen, &s, &p, t(7)).emit.is_empty());
+}
+
+#[test]
+fn events_behind_the_window_are_ignored_and_pruned() {
+    let mut seen = HashMap::new();
+    let p = policy();
+    let s = step(
+        &mut seen,
+        &[ev("a", 0, "1")],
+        &CalendarGroupState::default(),
+        &p,
+        t(0),
+    );
+    let s = step(
+        &mut seen,
+        &[ev("a", 0, "1"), ev("b", 30, "1")],
+        &s,
+        &p,
+        t(31),
+    );
+    assert_eq!(s.watermark, Some(t(30)));
+    assert!(
+        !seen.contains_key(&seen_key("a")),
+        "a is behind 30 - 10 and pruned"
+    );
+    assert!(seen.contains_key(&seen_key("b")));
+    // The fallback listing may still return a (below the floor): it is not new.
+    let d = decide(&[ev("b", 30, "1"), ev("a", 0, "1")], &seen, &s, &p, t(32));
+    assert!(d.emit.is_empty());
+}
+
+#[test]
+fn repeated_event_in_one_listing_is_one_event() {
+    let seen = HashMap::new();
+    let s = CalendarGroupState {
+        watermark: Some(t(0)),
+        ..Default::default()
+    };
+    let d = decide(
+        &[ev("x", 1, "1"), ev("x", 1, "1")],
+        &seen,
+        &s,
+        &policy(),
+        t(2),
+    );
+    assert_eq!(created_ids(&d), ["x"]);
+    assert_eq!(d.unchanged, 1);
+}
+
+#[test]
+fn existing_as_added_lists_everything_and_emits_it() {
+    let p = CalendarPolicy {
+        baseline_emits: true,
+        ..policy()
+    };
+    assert_eq!(floor(&CalendarGroupState::default(), &p, t(0)), None);
+    let d = decide(
+        &[ev("old", -5000, "1")],
+        &HashMap::new(),
+        &CalendarGroupState::default(),
+        &p,
+        t(0),
+    );
+    assert_eq!(created_ids(&d), ["old"]);
+    assert!(d.upserts.is_empty(), "far behind the next window: not kept");
+}
+
+#[test]
+fn updates_and_deletes_only_when_asked_with_rising_versions() {
+    let mut seen = HashMap::new();
+    let p = CalendarPolicy {
+        emit_updates: true,
+        emit_deletes: true,
+        ..policy()
+    };
+    let s = step(&mut seen, &[], &CalendarGroupState::default(), &p, t(0));
+    let s = step(&mut seen, &[ev("e", 1, "1")], &s, &p, t(1));
+    let d = decide(&[ev("e", 1, "2")], &seen, &s, &p, t(2));
+    assert_eq!(d.emit[0].change, EventChange::Updated);
+    assert_eq!(d.emit[0].version, 2);
+    let s = apply(&mut seen, &d);
+    let d = decide(&[], &seen, &s, &p, t(3));
+    assert_eq!(d.emit[0].change, EventChange::Deleted);
+    assert_eq!(d.emit[0].event.id.as_deref(), Some("e"));
+    assert_eq!(d.emit[0].version, 3);
+    let s = apply(&mut seen, &d);
+    assert!(decide(&[], &seen, &s, &p, t(4)).emit.is_empty());
+
+    let quiet = policy();
+    let mut seen = HashMap::new();
+    let s = step(&mut seen, &[], &CalendarGroupState::default(), &quiet, t(0));
+    let s = step(&mut seen, &[ev("e", 1, "1")], &s, &quiet, t(1));
+    let d = decide(&[ev("e", 1, "2")], &seen, &s, &quiet, t(2));
+    assert!(d.emit.is_empty(), "updates are off by default");
+    let s = apply(&mut seen, &d);
+    assert!(
+        decide(&[], &seen, &s, &quiet, t(3)).emit.is_empty(),
+        "deletes are off by default"
+    );
+}
+
+#[test]
+fn events_without_id_or_timestamp_are_skipped() {
+    let mut bad = ev("x", 0, "1");
+    bad.created_date_time = Some("String (timestamp)".into());
+    let d = decide(
+        &[bad, GraphEvent::default()],
+        &HashMap::new(),
+        &CalendarGroupState::default(),
+        &policy(),
+        t(0),
+    );
+    assert_eq!(d.skipped, 2);
+}
