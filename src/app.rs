@@ -164,6 +164,11 @@ impl Daemon {
         Ok(total)
     }
 
+    /// The `/healthz` and `/readyz` routes over this daemon's store (what `run` serves on `health.listen`).
+    pub fn health_router(&self) -> axum::Router {
+        crate::health::router(Arc::new(self.cfg.clone()), self.store.clone())
+    }
+
     /// Starts one relay task per sink on `tracker` (each sink delivers independently of the others).
     pub fn spawn_relays(&self, tracker: &TaskTracker) {
         for sink in &self.sinks {
@@ -184,6 +189,23 @@ impl Daemon {
     /// Scheduler start-up failure or the final flush failing.
     pub async fn run(self) -> anyhow::Result<()> {
         let tracker = TaskTracker::new();
+        if let Some(addr) = self.cfg.health.addr() {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding health.listen {addr}"))?;
+            let local = listener.local_addr()?;
+            tracing::info!(%local, "Health endpoints: GET /healthz, GET /readyz.");
+            let (cfg, store, stop) = (
+                Arc::new(self.cfg.clone()),
+                self.store.clone(),
+                self.shutdown.clone(),
+            );
+            tracker.spawn(async move {
+                if let Err(e) = crate::health::serve(listener, cfg, store, stop).await {
+                    tracing::error!(error = %e, "The health endpoint server stopped.");
+                }
+            });
+        }
         self.spawn_relays(&tracker);
         tracing::info!(
             batches = self.plan.batches.len(),

@@ -14,6 +14,7 @@
 //! - [`sim`]: a simulated Graph tenant (axum) used by `groupwatch demo`, the tests and the benches.
 //! - [`app`]: wiring for `groupwatch run`: store, clients, scheduler and relays under one shutdown token.
 //! - [`login`]: `groupwatch login` (delegated device-code sign-in for calendars) and the calendar wiring.
+//! - [`health`]: `GET /healthz` and `GET /readyz` (sign-ins, disabled endpoints, outbox depths) while running.
 //! - [`demo`]: `groupwatch demo`, the daemon against an in-process simulated tenant with live churn.
 //! - [`telemetry`]: tracing setup.
 
@@ -23,6 +24,7 @@ pub mod config;
 pub mod demo;
 pub mod dlq;
 pub mod graph;
+pub mod health;
 pub mod login;
 pub mod relay;
 pub mod scheduler;

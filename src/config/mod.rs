@@ -59,6 +59,23 @@ pub struct Config {
     pub subscriptions: Vec<SubscriptionConfig>,
     /// Group-calendar polling bounds (Outlook limits).
     pub calendar: CalendarConfig,
+    /// Liveness and readiness endpoints.
+    pub health: HealthConfig,
+}
+
+/// `[health]`: `GET /healthz` (the process runs) and `GET /readyz` (sign-ins valid, no sink disabled) over HTTP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// `host:port` to listen on, e.g. `127.0.0.1:9464`; empty = no endpoints.
+    pub listen: String,
+}
+
+impl HealthConfig {
+    /// The socket address, when endpoints are enabled and the value parses (validation reports it otherwise).
+    pub fn addr(&self) -> Option<std::net::SocketAddr> {
+        self.listen.trim().parse().ok()
+    }
 }
 
 /// `[calendar]`: bounds for group-calendar polling, which Outlook throttles per app and per mailbox.

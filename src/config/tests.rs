@@ -156,3 +156,14 @@ fn delegated_only_connection_needs_no_secret_for_calendars() {
     assert!(cfg.connections["contoso"].is_delegated());
     assert!(!cfg.connections["contoso"].has_app_credential());
 }
+
+#[test]
+fn health_listen_must_be_an_address_or_empty() {
+    let cfg = Config::from_toml("[health]\nlisten = \"127.0.0.1:9464\"").unwrap();
+    assert_eq!(cfg.health.addr(), Some("127.0.0.1:9464".parse().unwrap()));
+    assert_eq!(Config::from_toml("").unwrap().health.addr(), None);
+    let err = Config::from_toml("[health]\nlisten = \"localhost\"")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("health.listen"), "{err}");
+}

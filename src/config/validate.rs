@@ -57,6 +57,13 @@ pub(super) fn problems(cfg: &Config) -> Vec<Problem> {
     if cfg.store.cache_capacity_mb == 0 {
         c.push("store.cache_capacity_mb", "must be at least 1");
     }
+    let listen = cfg.health.listen.trim();
+    if !listen.is_empty() && cfg.health.addr().is_none() {
+        c.push(
+            "health.listen",
+            format!("{listen:?} is not an ip:port address (e.g. \"127.0.0.1:9464\" or \"[::]:9464\"); empty turns the endpoints off"),
+        );
+    }
     let p = &cfg.poll;
     if p.interval_secs < MIN_POLL_INTERVAL_SECS {
         c.push(

@@ -179,6 +179,17 @@ async fn invalid_grant_stops_calendars_with_a_clear_status_while_membership_keep
             .map(|e| e["data"]["id"].as_str().unwrap().to_owned())
             .collect();
         assert_eq!(members, [user(77)]);
+        // Readiness (the live view while the daemon holds the store) says what is wrong and what to do.
+        let (status, body) = get_readyz(d.health_router()).await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["sign_ins"]["sim"], "needs_login", "{body}");
+        let problem = body["problems"][0].as_str().unwrap();
+        assert!(
+            problem.contains("invalid_grant")
+                && problem.contains("groupwatch login --config FILE --connection sim")
+                && problem.contains("membership keeps running"),
+            "{problem}"
+        );
         d.store().flush().await.unwrap();
     }
     let out = run_bin(vec!["state".into(), "--config".into(), file.clone()]).await;
@@ -195,6 +206,21 @@ async fn invalid_grant_stops_calendars_with_a_clear_status_while_membership_keep
     w.login(&cfg).await;
     let d = Daemon::build(cfg, CancellationToken::new()).await.unwrap();
     d.poll_calendars_once().await.unwrap();
+    let (status, body) = get_readyz(d.health_router()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["sign_ins"]["sim"], "active", "{body}");
+}
+
+/// Serves `router` on 127.0.0.1:0 and GETs `/readyz` over real HTTP.
+async fn get_readyz(router: axum::Router) -> (u16, serde_json::Value) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let resp = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.json().await.unwrap();
+    server.abort();
+    (status, body)
 }
 
 #[tokio::test]

@@ -13,9 +13,14 @@ fn bin() -> Command {
 }
 
 fn spawn_run(cfg: &std::path::Path) -> Child {
+    spawn_run_with(cfg, &[])
+}
+
+fn spawn_run_with(cfg: &std::path::Path, env: &[(&str, &str)]) -> Child {
     bin()
         .args(["run", "--config"])
         .arg(cfg)
+        .envs(env.iter().copied())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -108,12 +113,31 @@ async fn daemon_killed_between_pages_loses_nothing_on_restart() {
 async fn scheduled_daemon_delivers_changes_and_stops_on_sigterm() {
     let w = World::new(2, 3, 100).await;
     let cfg = w.config_file();
-    let mut child = spawn_run(&cfg);
+    let port = crate::support::sinks::broker::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = spawn_run_with(&cfg, &[("GROUPWATCH__HEALTH__LISTEN", &listen)]);
     // The first poll runs at start-up (baseline); then changes arrive on the 2 s schedule.
     wait_until("the baseline round", Duration::from_secs(30), || {
         w.sim.count("/v1.0/groups/delta") >= 1
     })
     .await;
+    // While the daemon holds the store, the health endpoints are the live view of it.
+    let http = reqwest::Client::new();
+    let live = http
+        .get(format!("http://{listen}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+    let ready = http
+        .get(format!("http://{listen}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["ready"], true, "{body}");
+    assert!(body["sinks"]["file"]["waiting"].is_u64(), "{body}");
     w.sim
         .add_member(&w.groups[0], &user(4242), MemberKind::User);
     wait_until("the event", Duration::from_secs(30), || {

@@ -155,6 +155,21 @@ async fn disables_endpoint_on_410_and_remembers_it_across_restart() {
     let report = relay::sink_report(&store, [&"hooks".to_owned()]).unwrap();
     assert!(report.contains("DISABLED since"), "{report}");
     assert!(report.contains("4 dead-lettered"), "{report}");
+    // Readiness, the live view while the daemon runs, turns red and says how to recover.
+    let cfg = groupwatch::config::Config::from_toml(&format!(
+        "[sinks.hooks]\ntype = \"webhook\"\nurl = \"{}\"\nsecrets = [\"{SECRET_A}\"]\n",
+        rx.url()
+    ))
+    .unwrap();
+    let r = groupwatch::health::readiness(&cfg, &store).unwrap();
+    assert!(!r.ready);
+    assert_eq!(r.sinks["hooks"].dead_lettered, 4);
+    assert!(r.sinks["hooks"].disabled.as_deref().unwrap().contains("410"));
+    assert!(
+        r.problems[0].contains("dlq replay --config FILE --sink hooks"),
+        "{:?}",
+        r.problems
+    );
 }
 
 #[tokio::test]
