@@ -2,6 +2,7 @@
 
 mod calendar;
 mod calendar_auth;
+mod deploy;
 mod examples;
 
 mod membership;
