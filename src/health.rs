@@ -64,7 +64,8 @@ pub fn readiness(cfg: &Config, store: &Store) -> Result<Readiness, StoreError> {
         .map(|s| s.connection.as_str())
         .collect();
     for conn in calendar_conns {
-        let login = format!("run `groupwatch login --config FILE --connection {conn}` (daemon stopped)");
+        let login =
+            format!("run `groupwatch login --config FILE --connection {conn}` (daemon stopped)");
         let state = match store.sign_in(conn)? {
             None => {
                 problems.push(format!(

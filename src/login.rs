@@ -15,8 +15,8 @@ use tokio::sync::Semaphore;
 
 use crate::config::Config;
 use crate::graph::GraphClient;
-use crate::graph::calendar::CalendarClient;
-use crate::graph::client::{delegated_endpoints, http_client};
+use crate::graph::calendar::{CalendarClient, mailbox_budget};
+use crate::graph::client::{MailboxLimiter, delegated_endpoints, http_client};
 use crate::graph::delegated::{LoginProgress, device_login};
 use crate::relay::Notifier;
 use crate::scheduler::{CalendarPoller, calendar_plan};
@@ -71,12 +71,17 @@ pub async fn login(
             "Entra asked to poll more slowly (slow_down); checking every {} s now.",
             d.as_secs()
         )),
+        LoginProgress::Unreachable(d) => say(&format!(
+            "The sign-in service could not be reached; checking again in {} s.",
+            d.as_secs()
+        )),
     })
     .await
     .with_context(|| format!("signing in connection {connection}"))?;
     let store = open_store(cfg)?;
-    store.save_login(connection, &outcome.refresh_token, &outcome.scopes)?;
-    store.flush().await?;
+    store
+        .save_login(connection, &outcome.refresh_token, &outcome.scopes)
+        .await?;
     say(&format!(
         "Signed in. The refresh token of connection {connection} is stored in {} (scopes: {}); start or restart the daemon to poll its calendars.",
         cfg.store.path.display(),
@@ -85,8 +90,29 @@ pub async fn login(
     Ok(())
 }
 
-/// Builds the calendar poller: one delegated client per connection with calendar subscriptions, each with its
-/// own semaphore of `calendar.max_concurrent_requests` (Outlook: 4 per app).
+/// Outlook's limits of one app: its concurrent calendar requests and its per-mailbox request budget.
+type AppLimits = (Arc<Semaphore>, Arc<MailboxLimiter>);
+
+/// Outlook limits per app id, not per connection (GRAPH.md §6.4): connections sharing a `client_id` (case
+/// insensitive) share one semaphore of `calendar.max_concurrent_requests` and one per-mailbox budget.
+pub fn app_limits(cfg: &Config) -> HashMap<String, AppLimits> {
+    let mut by_app: HashMap<String, AppLimits> = HashMap::new();
+    let mut out = HashMap::new();
+    for name in calendar_plan(cfg).keys() {
+        let app = cfg.connections[name].client_id.to_ascii_lowercase();
+        let limits = by_app.entry(app).or_insert_with(|| {
+            (
+                Arc::new(Semaphore::new(cfg.calendar.max_concurrent_requests)),
+                Arc::new(mailbox_budget(cfg.calendar.mailbox_requests_per_10min)),
+            )
+        });
+        out.insert(name.clone(), limits.clone());
+    }
+    out
+}
+
+/// Builds the calendar poller: one delegated client per connection with calendar subscriptions; connections of
+/// the same app share its Outlook limits (see [`app_limits`]).
 ///
 /// # Errors
 /// A calendar connection that was never signed in (run `groupwatch login` first), client construction.
@@ -98,6 +124,7 @@ pub fn calendar_poller(
     let plan = calendar_plan(cfg);
     let mut clients = HashMap::new();
     let mut tenants = HashMap::new();
+    let mut limits = app_limits(cfg);
     for name in plan.keys() {
         let conn = &cfg.connections[name];
         if store.sign_in(name)?.is_none() {
@@ -109,7 +136,9 @@ pub fn calendar_poller(
             store: store.clone(),
             connection: name.clone(),
         });
-        let sem = Arc::new(Semaphore::new(cfg.calendar.max_concurrent_requests));
+        let (sem, budget) = limits
+            .remove(name)
+            .expect("app_limits covers every planned connection");
         let graph = GraphClient::delegated(conn, vault, sem)
             .with_context(|| format!("building the calendar client of connection {name}"))?;
         clients.insert(
@@ -117,7 +146,7 @@ pub fn calendar_poller(
             Arc::new(CalendarClient::new(
                 Arc::new(graph),
                 cfg.calendar.use_batch,
-                cfg.calendar.mailbox_requests_per_10min,
+                budget,
                 cfg.poll.max_pages_per_poll,
                 conn.max_retries,
             )),

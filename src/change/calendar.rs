@@ -7,6 +7,16 @@
 //! re-lists recent events on every poll so an event created just before a poll, or surfacing late, is still
 //! found — and the seen set makes the re-listing silent. Seen ids behind the next window's start can never be
 //! listed again, so they are pruned.
+//!
+//! Changes of one poll are emitted oldest first (createdDateTime, then id), whatever the listing order (it is
+//! newest first), so one group's events reach a sink in creation order; deletions come last.
+//!
+//! Deletions (`emit_deletes`) are inferred from seen ids missing from a complete listing of their window. One
+//! listing is not proof: `$skip` paging shifts when an event is deleted between two page requests, so the
+//! event just behind the page boundary is skipped once. A missing id is therefore only marked
+//! ([`SeenEvent::missed`], stored with the seen record) and declared deleted when a second consecutive complete
+//! poll misses it too; listing it again clears the mark. This costs no extra request, at the price of
+//! reporting a deletion one poll later.
 
 use std::collections::{HashMap, HashSet};
 
@@ -34,7 +44,19 @@ pub struct SeenEvent {
     pub version: u64,
     /// The Outlook id, kept only when deletions are emitted (the deleted event must name it).
     pub id: Option<String>,
+    /// Consecutive complete polls whose window covered this event but whose listing lacked it (deletion
+    /// candidates; reset when it is listed again).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub missed: u32,
 }
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Consecutive complete polls that must miss a seen id before `event.deleted` is emitted (one miss can be a
+/// `$skip` shift).
+pub const MISSES_BEFORE_DELETE: u32 = 2;
 
 /// Per-group calendar state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,7 +119,7 @@ pub struct Emitted {
 /// The outcome of one poll of one group: what to emit and what to write, all in one transaction.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Decision {
-    /// Changes to emit, in listing order (deletions last).
+    /// Changes to emit: created/updated oldest first (createdDateTime, then id), deletions last.
     pub emit: Vec<Emitted>,
     /// Seen records to write.
     pub upserts: Vec<([u8; 16], SeenEvent)>,
@@ -141,6 +163,7 @@ pub fn decide(
     let mut in_listing: HashSet<[u8; 16]> = HashSet::new();
     let mut newest = state.watermark;
     let mut kept: Vec<([u8; 16], SeenEvent)> = Vec::new();
+    let mut changes: Vec<(DateTime<Utc>, &str, Emitted)> = Vec::new();
     for ev in listed {
         let (Some(id), Some(created)) = (ev.id.as_deref(), ev.created()) else {
             d.skipped += 1;
@@ -156,6 +179,14 @@ pub fn decide(
         }
         newest = newest.max(Some(created));
         let keep_id = policy.emit_deletes.then(|| id.to_owned());
+        let mut emit = |change, version| {
+            let e = Emitted {
+                change,
+                event: ev.clone(),
+                version,
+            };
+            changes.push((created, id, e));
+        };
         match seen.get(&key) {
             None => {
                 let rec = SeenEvent {
@@ -163,66 +194,49 @@ pub fn decide(
                     change_key: ev.change_key.clone(),
                     version: 1,
                     id: keep_id,
+                    missed: 0,
                 };
                 if first && !policy.baseline_emits {
                     d.baseline += 1;
                 } else {
-                    d.emit.push(Emitted {
-                        change: EventChange::Created,
-                        event: ev.clone(),
-                        version: 1,
-                    });
+                    emit(EventChange::Created, 1);
                 }
                 kept.push((key, rec));
             }
             Some(prev) if prev.change_key != ev.change_key && ev.change_key.is_some() => {
-                let mut rec = prev.clone();
-                rec.change_key = ev.change_key.clone();
-                rec.id = keep_id;
+                let mut rec = SeenEvent {
+                    change_key: ev.change_key.clone(),
+                    id: keep_id,
+                    missed: 0,
+                    ..prev.clone()
+                };
                 if policy.emit_updates {
                     rec.version += 1;
-                    d.emit.push(Emitted {
-                        change: EventChange::Updated,
-                        event: ev.clone(),
-                        version: rec.version,
-                    });
+                    emit(EventChange::Updated, rec.version);
                 }
                 kept.push((key, rec));
             }
             Some(prev) => {
                 d.unchanged += 1;
-                if prev.id.is_none() && keep_id.is_some() {
-                    kept.push((
-                        key,
-                        SeenEvent {
-                            id: keep_id,
-                            ..prev.clone()
-                        },
-                    ));
+                let store_id = prev.id.is_none() && keep_id.is_some();
+                if store_id || prev.missed > 0 {
+                    // Listed again: no longer a deletion candidate (a miss was a `$skip` shift).
+                    let id = if store_id { keep_id } else { prev.id.clone() };
+                    let rec = SeenEvent {
+                        id,
+                        missed: 0,
+                        ..prev.clone()
+                    };
+                    kept.push((key, rec));
                 }
             }
         }
     }
+    // Oldest first, so a group's events reach each sink in creation order (the listing is newest first).
+    changes.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    d.emit = changes.into_iter().map(|(_, _, e)| e).collect();
     if policy.emit_deletes && !first {
-        let mut gone: Vec<(&[u8; 16], &SeenEvent)> = seen
-            .iter()
-            .filter(|(k, s)| {
-                window_start.is_none_or(|f| s.created >= f) && !in_listing.contains(*k)
-            })
-            .collect();
-        gone.sort_by_key(|(_, s)| s.created);
-        for (key, rec) in gone {
-            d.emit.push(Emitted {
-                change: EventChange::Deleted,
-                event: GraphEvent {
-                    id: rec.id.clone(),
-                    created_date_time: Some(rec.created.to_rfc3339()),
-                    ..GraphEvent::default()
-                },
-                version: rec.version + 1,
-            });
-            d.removals.push(*key);
-        }
+        missing(&mut d, &mut kept, seen, &in_listing, window_start);
     }
     let watermark = if first { newest.max(Some(now)) } else { newest };
     let next_start = watermark.map(|w| w - policy.overlap);
@@ -243,6 +257,44 @@ pub fn decide(
         last_poll_at: Some(now),
     };
     d
+}
+
+/// Seen ids inside the window but missing from its complete listing: a first miss is only marked (kept with
+/// `missed` raised); at [`MISSES_BEFORE_DELETE`] consecutive misses `event.deleted` is emitted (oldest first)
+/// and the record removed.
+fn missing(
+    d: &mut Decision,
+    kept: &mut Vec<([u8; 16], SeenEvent)>,
+    seen: &HashMap<[u8; 16], SeenEvent>,
+    in_listing: &HashSet<[u8; 16]>,
+    window_start: Option<DateTime<Utc>>,
+) {
+    let mut gone: Vec<(&[u8; 16], &SeenEvent)> = seen
+        .iter()
+        .filter(|(k, s)| window_start.is_none_or(|f| s.created >= f) && !in_listing.contains(*k))
+        .collect();
+    gone.sort_by(|a, b| (a.1.created, &a.1.id).cmp(&(b.1.created, &b.1.id)));
+    for (key, rec) in gone {
+        let missed = rec.missed + 1;
+        if missed < MISSES_BEFORE_DELETE {
+            let rec = SeenEvent {
+                missed,
+                ..rec.clone()
+            };
+            kept.push((*key, rec));
+            continue;
+        }
+        d.emit.push(Emitted {
+            change: EventChange::Deleted,
+            event: GraphEvent {
+                id: rec.id.clone(),
+                created_date_time: Some(rec.created.to_rfc3339()),
+                ..GraphEvent::default()
+            },
+            version: rec.version + 1,
+        });
+        d.removals.push(*key);
+    }
 }
 
 #[cfg(test)]

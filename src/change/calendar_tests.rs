@@ -182,11 +182,14 @@ fn updates_and_deletes_only_when_asked_with_rising_versions() {
     assert_eq!(d.emit[0].version, 2);
     let s = apply(&mut seen, &d);
     let d = decide(&[], &seen, &s, &p, t(3));
+    assert!(d.emit.is_empty(), "one miss is only a deletion candidate");
+    let s = apply(&mut seen, &d);
+    let d = decide(&[], &seen, &s, &p, t(4));
     assert_eq!(d.emit[0].change, EventChange::Deleted);
     assert_eq!(d.emit[0].event.id.as_deref(), Some("e"));
     assert_eq!(d.emit[0].version, 3);
     let s = apply(&mut seen, &d);
-    assert!(decide(&[], &seen, &s, &p, t(4)).emit.is_empty());
+    assert!(decide(&[], &seen, &s, &p, t(5)).emit.is_empty());
 
     let quiet = policy();
     let mut seen = HashMap::new();
@@ -195,10 +198,99 @@ fn updates_and_deletes_only_when_asked_with_rising_versions() {
     let d = decide(&[ev("e", 1, "2")], &seen, &s, &quiet, t(2));
     assert!(d.emit.is_empty(), "updates are off by default");
     let s = apply(&mut seen, &d);
+    let s = step(&mut seen, &[], &s, &quiet, t(3));
     assert!(
-        decide(&[], &seen, &s, &quiet, t(3)).emit.is_empty(),
+        decide(&[], &seen, &s, &quiet, t(4)).emit.is_empty(),
         "deletes are off by default"
     );
+}
+
+fn deletes() -> CalendarPolicy {
+    CalendarPolicy {
+        emit_deletes: true,
+        ..policy()
+    }
+}
+
+fn kinds(d: &Decision) -> Vec<(EventChange, String)> {
+    d.emit
+        .iter()
+        .map(|e| (e.change, e.event.id.clone().unwrap()))
+        .collect()
+}
+
+#[test]
+fn an_event_skipped_once_by_a_shifted_skip_page_is_neither_deleted_nor_recreated() {
+    let mut seen = HashMap::new();
+    let p = deletes();
+    let all = [ev("a", 1, "1"), ev("b", 2, "1"), ev("c", 3, "1")];
+    let s = step(&mut seen, &[], &CalendarGroupState::default(), &p, t(0));
+    let s = step(&mut seen, &all, &s, &p, t(4));
+    // An event deleted between two page requests moved "b" up onto the page already fetched: missed once.
+    let d = decide(&[ev("a", 1, "1"), ev("c", 3, "1")], &seen, &s, &p, t(5));
+    assert!(d.emit.is_empty(), "{:?}", kinds(&d));
+    assert!(d.removals.is_empty());
+    let s = apply(&mut seen, &d);
+    assert_eq!(seen[&seen_key("b")].missed, 1, "marked, not forgotten");
+    let d = decide(&all, &seen, &s, &p, t(6));
+    assert!(d.emit.is_empty(), "listed again: no event.created either");
+    let s = apply(&mut seen, &d);
+    assert_eq!(seen[&seen_key("b")].missed, 0, "the mark is cleared");
+    // A later single miss starts counting from zero again.
+    let d = decide(&[ev("a", 1, "1"), ev("c", 3, "1")], &seen, &s, &p, t(7));
+    assert!(d.emit.is_empty());
+}
+
+#[test]
+fn a_real_delete_is_emitted_once_at_the_second_consecutive_miss() {
+    let mut seen = HashMap::new();
+    let p = deletes();
+    let s = step(&mut seen, &[], &CalendarGroupState::default(), &p, t(0));
+    let s = step(
+        &mut seen,
+        &[ev("a", 1, "1"), ev("b", 2, "1"), ev("x", 2, "1")],
+        &s,
+        &p,
+        t(3),
+    );
+    let rest = [ev("a", 1, "1")];
+    let d = decide(&rest, &seen, &s, &p, t(4));
+    assert!(d.emit.is_empty());
+    let s = apply(&mut seen, &d);
+    let d = decide(&rest, &seen, &s, &p, t(5));
+    assert_eq!(
+        kinds(&d),
+        [
+            (EventChange::Deleted, "b".to_owned()),
+            (EventChange::Deleted, "x".to_owned())
+        ],
+        "oldest first, ties by id"
+    );
+    let s = apply(&mut seen, &d);
+    assert!(decide(&rest, &seen, &s, &p, t(6)).emit.is_empty());
+}
+
+#[test]
+fn changes_of_one_poll_are_emitted_oldest_first() {
+    let mut seen = HashMap::new();
+    let p = CalendarPolicy {
+        emit_updates: true,
+        ..policy()
+    };
+    let s = step(&mut seen, &[], &CalendarGroupState::default(), &p, t(0));
+    let s = step(&mut seen, &[ev("u", 2, "1")], &s, &p, t(3));
+    // Newest first, as the listing orders them; "y" and "x" share a createdDateTime.
+    let listed = [
+        ev("z", 5, "1"),
+        ev("y", 4, "1"),
+        ev("x", 4, "1"),
+        ev("u", 2, "2"),
+        ev("w", 1, "1"),
+    ];
+    let d = decide(&listed, &seen, &s, &p, t(6));
+    let got: Vec<_> = kinds(&d).into_iter().map(|(_, id)| id).collect();
+    assert_eq!(got, ["w", "u", "x", "y", "z"]);
+    assert_eq!(d.emit[1].change, EventChange::Updated);
 }
 
 #[test]

@@ -82,7 +82,7 @@ impl HealthConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CalendarConfig {
-    /// Calendar requests in flight at once per connection (app id): Outlook allows 4.
+    /// Calendar requests in flight at once per app (client id, shared by its connections): Outlook allows 4.
     pub max_concurrent_requests: usize,
     /// Send calendar listings in JSON `$batch` calls of up to 20 requests, to cut HTTP round trips.
     pub use_batch: bool,

@@ -2,7 +2,10 @@
 //! before they expire.
 //!
 //! `oauth2` 5 ships a reqwest 0.12 client; [`OAuthHttp`] is the few-line adapter that lets it use our
-//! reqwest 0.13 client (same timeouts, same TLS), so there is one HTTP stack in the binary.
+//! reqwest 0.13 client (same timeouts, same TLS), so there is one HTTP stack in the binary. It remembers the
+//! last answer's status and OAuth error, which `oauth2`'s errors do not carry: a body that failed to parse is
+//! quoted in errors only when it was not a 2xx (a 2xx token response holds the tokens), and the device flow
+//! tells `slow_down` from a transport failure.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -33,8 +36,52 @@ pub enum AppCredential {
     Certificate(Box<CertificateCredential>),
 }
 
-/// Adapter: `oauth2::AsyncHttpClient` over our reqwest 0.13 client.
-pub struct OAuthHttp(pub reqwest::Client);
+/// What the token endpoint last answered through an [`OAuthHttp`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LastAnswer {
+    /// The HTTP status; `None` before any request or when the last one failed in transport.
+    pub status: Option<u16>,
+    /// The OAuth `error` of a non-2xx JSON body, e.g. `slow_down`.
+    pub error: Option<String>,
+}
+
+impl LastAnswer {
+    fn success(&self) -> bool {
+        self.status.is_some_and(|s| (200..300).contains(&s))
+    }
+}
+
+/// Adapter: `oauth2::AsyncHttpClient` over our reqwest 0.13 client. Its users send one request at a time
+/// (each token provider holds its cache lock while fetching), so [`OAuthHttp::last`] is that request's answer.
+pub struct OAuthHttp {
+    client: reqwest::Client,
+    last: std::sync::Mutex<LastAnswer>,
+}
+
+impl OAuthHttp {
+    /// Wraps `client`.
+    pub fn new(client: reqwest::Client) -> Self {
+        Self {
+            client,
+            last: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The last request's answer.
+    pub fn last(&self) -> LastAnswer {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn remember(&self, answer: LastAnswer) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = answer;
+    }
+}
+
+/// The `error` field of an OAuth error body.
+fn oauth_error(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    v.get("error")?.as_str().map(str::to_owned)
+}
 
 impl<'c> oauth2::AsyncHttpClient<'c> for OAuthHttp {
     type Error = reqwest::Error;
@@ -42,19 +89,27 @@ impl<'c> oauth2::AsyncHttpClient<'c> for OAuthHttp {
 
     fn call(&'c self, request: HttpRequest) -> Self::Future {
         Box::pin(async move {
+            self.remember(LastAnswer::default());
             let (parts, body) = request.into_parts();
             let resp = self
-                .0
+                .client
                 .request(parts.method, parts.uri.to_string())
                 .headers(parts.headers)
                 .body(body)
                 .send()
                 .await?;
-            let mut builder = http::Response::builder().status(resp.status());
+            let status = resp.status();
+            let mut builder = http::Response::builder().status(status);
             for (k, v) in resp.headers() {
                 builder = builder.header(k, v);
             }
             let bytes = resp.bytes().await?;
+            self.remember(LastAnswer {
+                status: Some(status.as_u16()),
+                error: (!status.is_success())
+                    .then(|| oauth_error(&bytes))
+                    .flatten(),
+            });
             Ok(builder
                 .body(bytes.to_vec())
                 .expect("status and headers came from a valid response"))
@@ -117,7 +172,7 @@ impl TokenProvider {
             client_id: client_id.to_owned(),
             certificate,
             scope,
-            http: OAuthHttp(http),
+            http: OAuthHttp::new(http),
             cached: Mutex::new(None),
         })
     }
@@ -160,7 +215,7 @@ impl TokenProvider {
         let resp = request
             .request_async(&self.http)
             .await
-            .map_err(token_error)?;
+            .map_err(|e| token_error(e, &self.http.last()))?;
         let lifetime = resp.expires_in().unwrap_or(Duration::from_secs(3599));
         let refresh_in = lifetime.checked_sub(REFRESH_MARGIN).unwrap_or(lifetime / 2);
         tracing::debug!(
@@ -174,7 +229,12 @@ impl TokenProvider {
     }
 }
 
-pub(crate) fn token_error(e: RequestTokenError<reqwest::Error, BasicErrorResponse>) -> Error {
+/// Maps an `oauth2` failure. `last` is the answer it came from: an unparsable body is quoted (200 chars) only
+/// when it was not a 2xx, since a 2xx token response carries access and refresh tokens.
+pub(crate) fn token_error(
+    e: RequestTokenError<reqwest::Error, BasicErrorResponse>,
+    last: &LastAnswer,
+) -> Error {
     match e {
         RequestTokenError::ServerResponse(r) => Error::TokenRefused {
             error: r.error().to_string(),
@@ -187,10 +247,95 @@ pub(crate) fn token_error(e: RequestTokenError<reqwest::Error, BasicErrorRespons
             what: "the token endpoint",
             source,
         },
+        RequestTokenError::Parse(err, _) if last.success() || last.status.is_none() => {
+            Error::Decode(format!(
+                "token endpoint answered an unreadable token response (body withheld: it may hold tokens): {}",
+                redact_quoted(&err.to_string())
+            ))
+        }
         RequestTokenError::Parse(err, body) => Error::Decode(format!(
-            "token endpoint answered {}: {err}",
+            "token endpoint answered {}: {}: {err}",
+            last.status.unwrap_or_default(),
             String::from_utf8_lossy(&body[..body.len().min(200)])
         )),
         RequestTokenError::Other(s) => Error::Decode(format!("token endpoint: {s}")),
+    }
+}
+
+/// `s` with every double-quoted part replaced by `"…"`: serde quotes the offending value ("invalid type: string
+/// \"…\""), which in a token response may be a token.
+fn redact_quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut inside = false;
+    for c in s.chars() {
+        if c == '"' {
+            if inside {
+                out.push('…');
+            }
+            out.push(c);
+            inside = !inside;
+        } else if !inside {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+
+    /// A token endpoint on 127.0.0.1 that always answers `status` with `body` as JSON.
+    async fn endpoint(status: StatusCode, body: &'static str) -> String {
+        let app = axum::Router::new().route(
+            "/token",
+            axum::routing::post(move || async move {
+                (status, [("content-type", "application/json")], body)
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}/token")
+    }
+
+    async fn fetch_error(status: StatusCode, body: &'static str) -> String {
+        let url = endpoint(status, body).await;
+        let provider = TokenProvider::new(
+            reqwest::Client::new(),
+            &url,
+            "client",
+            AppCredential::Secret(SecretString::from("secret")),
+            "scope/.default".into(),
+        )
+        .unwrap();
+        provider.token().await.unwrap_err().to_string()
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_2xx_token_response_never_quotes_the_tokens() {
+        let body = r#"{"access_token":"SECRET-AT-1","refresh_token":"SECRET-RT-1","expires_in":"SECRET-AT-1","token_type":"Bearer"}"#;
+        let text = fetch_error(StatusCode::OK, body).await;
+        assert!(text.contains("unreadable token response"), "{text}");
+        assert!(text.contains("expires_in"), "says where: {text}");
+        assert!(!text.contains("SECRET"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_error_response_is_quoted() {
+        let text = fetch_error(StatusCode::BAD_GATEWAY, "<html>proxy error</html>").await;
+        assert!(
+            text.contains("502") && text.contains("proxy error"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn quoted_values_are_redacted() {
+        assert_eq!(
+            redact_quoted(r#"invalid type: string "tok", expected u64 at `expires_in`"#),
+            r#"invalid type: string "…", expected u64 at `expires_in`"#
+        );
     }
 }

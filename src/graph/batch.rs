@@ -1,6 +1,11 @@
 //! JSON batching (GRAPH.md §7): up to 20 GET requests per `POST /$batch`, answers correlated by `id` (they
 //! come back in any order), each item's own `status` checked, and only the throttled or failed-dependency
-//! items (429, 503, 424) resent, after the largest `Retry-After` among them.
+//! items (429, 503, 424) resent, after the largest `Retry-After` among them. A 424 on the `$batch` call itself
+//! (GRAPH.md §7 ⚠: an older page says throttled inner requests make the whole batch answer 424) is retried
+//! like a 503.
+//!
+//! Every item counts against its mailbox budget each time it is sent, resends included, since Outlook counts
+//! every request it receives.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -9,7 +14,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::client::{Call, GraphClient};
+use super::client::{Call, GraphClient, MailboxLimiter};
 use super::error::{Error, Result, classify, parse_retry_after};
 
 /// Graph's limit of requests per batch.
@@ -26,6 +31,8 @@ pub struct BatchGet {
     pub url: String,
     /// Per-item headers, e.g. `Prefer`.
     pub headers: Vec<(String, String)>,
+    /// Key of the mailbox budget the item counts against (the group id), if any.
+    pub mailbox: Option<String>,
 }
 
 /// The `$batch` answer.
@@ -73,21 +80,14 @@ impl BatchItemResponse {
         let status = reqwest::StatusCode::from_u16(self.status)
             .unwrap_or(reqwest::StatusCode::INTERNAL_SERVER_ERROR);
         let body = self.body.as_ref().map(Value::to_string).unwrap_or_default();
-        if self.status == 424 {
-            // A dependency failed: the item itself never ran, so it is worth sending again.
-            return Err(Error::Unavailable {
-                status: 424,
-                code: "FailedDependency".into(),
-                message: "a request this one depended on failed".into(),
-                retry_after: None,
-            });
-        }
+        // A 424 (a dependency failed: the item never ran) classifies as retryable, like a 503.
         Err(classify(status, &self.header_map(), body.as_bytes()))
     }
 }
 
 /// Sends `gets` in batches of ≤ 20, one batch at a time, and returns each item's result by id. Items answered
 /// 429/503/424 are resent (alone, in new batches) after the largest `Retry-After`, up to `max_retries` times.
+/// Before each send, every item with a [`BatchGet::mailbox`] key waits for a token of `mailbox`.
 ///
 /// # Errors
 /// A failing `$batch` call itself (after the client's own retries); per-item failures are in the map.
@@ -95,6 +95,7 @@ pub async fn get_all(
     client: &GraphClient,
     gets: Vec<BatchGet>,
     max_retries: usize,
+    mailbox: Option<&MailboxLimiter>,
 ) -> Result<HashMap<String, Result<Value>>> {
     let url = format!("{}/$batch", client.v1_root());
     let mut out = HashMap::new();
@@ -104,6 +105,11 @@ pub async fn get_all(
         let mut again = Vec::new();
         let mut wait = Duration::ZERO;
         for chunk in pending.chunks(MAX_BATCH) {
+            for g in chunk {
+                if let (Some(budget), Some(key)) = (mailbox, &g.mailbox) {
+                    budget.until_key_ready(key).await;
+                }
+            }
             let body = json!({
                 "requests": chunk.iter().map(|g| json!({
                     "id": g.id,
@@ -118,6 +124,7 @@ pub async fn get_all(
                 headers: &[],
                 body: Some(&body),
                 permits: chunk.len().min(OUTLOOK_PARALLEL) as u32,
+                mailbox: None,
             };
             let resp: BatchResponse = client.call_json(call).await?;
             let mut answered: HashMap<String, BatchItemResponse> = resp

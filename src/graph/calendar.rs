@@ -3,7 +3,13 @@
 //! to 20 pages per JSON `$batch` call.
 //!
 //! `$filter=createdDateTime ge …` on group events is not documented (GRAPH.md §3.2 ⚠). It is tried first;
-//! on a 400 the client falls back for good to `$orderby=createdDateTime desc` and stops paging at the floor.
+//! on a 400 that concerns the filter (code `ErrorInvalidUrlQueryFilter`, or a message naming the filter or
+//! createdDateTime) the client falls back for good to `$orderby=createdDateTime desc` and stops paging at the
+//! floor. Any other 400 fails that group's listing for this tick and leaves the filter on.
+//!
+//! Requests count against a per-mailbox budget (Outlook: 10,000 requests per 10 minutes per app and
+//! mailbox), shared by the connections of one app: every request, retries and `$batch` resends included.
+//! One group's bad nextLink (another host, or outside `/v1.0`) fails that group only.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -12,11 +18,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 
 use super::batch::{self, BatchGet};
-use super::client::{Call, GraphClient};
+use super::client::{Call, GraphClient, MailboxLimiter};
 use super::error::{Error, Result};
 
 /// Times in UTC, whatever the group's or organizer's zone (GRAPH.md implication 14).
@@ -162,7 +168,7 @@ pub struct Listing {
 /// Calendar access of one connection: the delegated client, a per-mailbox request budget, batching.
 pub struct CalendarClient {
     graph: Arc<GraphClient>,
-    mailbox: DefaultKeyedRateLimiter<String>,
+    mailbox: Arc<MailboxLimiter>,
     use_batch: bool,
     filter_supported: AtomicBool,
     max_pages: u32,
@@ -180,22 +186,45 @@ fn instant(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+/// A per-mailbox budget of `per_10min` requests per 10 minutes (Outlook: 10,000 per app and mailbox), keyed by
+/// group id; share one between the connections of the same app.
+pub fn mailbox_budget(per_10min: u32) -> MailboxLimiter {
+    let n = NonZeroU32::new(per_10min.max(1)).expect("max(1) is non-zero");
+    let quota = Quota::with_period(Duration::from_secs(600) / n.get())
+        .expect("a non-zero period")
+        .allow_burst(n);
+    RateLimiter::keyed(quota)
+}
+
+/// True for a 400 about our `$filter` (the query Graph may not support on group events), not for other
+/// rejections, which must not switch the filter off for good.
+fn refuses_filter(e: &Error) -> bool {
+    let Error::BadRequest {
+        status: 400,
+        code,
+        message,
+    } = e
+    else {
+        return false;
+    };
+    let message = message.to_ascii_lowercase();
+    code.eq_ignore_ascii_case("ErrorInvalidUrlQueryFilter")
+        || message.contains("filter")
+        || message.contains("createddatetime")
+}
+
 impl CalendarClient {
-    /// `per_10min` is the per-mailbox budget (Outlook: 10,000 requests per 10 minutes per app and mailbox).
+    /// `mailbox` is the per-mailbox budget (see [`mailbox_budget`]).
     pub fn new(
         graph: Arc<GraphClient>,
         use_batch: bool,
-        per_10min: u32,
+        mailbox: Arc<MailboxLimiter>,
         max_pages: u32,
         max_retries: usize,
     ) -> Self {
-        let n = NonZeroU32::new(per_10min.max(1)).expect("max(1) is non-zero");
-        let quota = Quota::with_period(Duration::from_secs(600) / n.get())
-            .expect("a non-zero period")
-            .allow_burst(n);
         Self {
             graph,
-            mailbox: RateLimiter::keyed(quota),
+            mailbox,
             use_batch,
             filter_supported: AtomicBool::new(true),
             max_pages,
@@ -265,11 +294,9 @@ impl CalendarClient {
                             }
                         }
                     }
-                    Err(Error::BadRequest {
-                        status: 400, code, ..
-                    }) if c.filtered => {
+                    Err(e) if c.filtered && refuses_filter(&e) => {
                         if self.filter_supported.swap(false, Ordering::Relaxed) {
-                            tracing::warn!(%code, "Graph refused $filter on createdDateTime; listing newest first and stopping at the floor instead.");
+                            tracing::warn!(error = %e, "Graph refused $filter on createdDateTime; listing newest first and stopping at the floor instead.");
                         }
                         (c.url, c.filtered) = self.url(&c.req);
                         c.listing = Listing::default();
@@ -286,15 +313,16 @@ impl CalendarClient {
     }
 
     /// One page for each cursor, in order.
+    ///
+    /// # Errors
+    /// Only a failing `$batch` call as a whole.
     async fn fetch(&self, cursors: &[Cursor]) -> Result<Vec<Result<EventsPage>>> {
-        for c in cursors {
-            self.mailbox.until_key_ready(&c.req.group).await;
-        }
         if !self.use_batch {
             let headers = [PREFER_UTC];
             let calls = cursors.iter().map(|c| {
                 let call = Call {
                     headers: &headers,
+                    mailbox: Some((&self.mailbox, &c.req.group)),
                     ..Call::get(&c.url)
                 };
                 self.graph.call_json::<EventsPage>(call)
@@ -302,29 +330,82 @@ impl CalendarClient {
             return Ok(futures::future::join_all(calls).await);
         }
         let root = self.graph.v1_root();
-        let gets = cursors
-            .iter()
+        let mut pages: Vec<Option<Result<EventsPage>>> = Vec::with_capacity(cursors.len());
+        let mut gets = Vec::new();
+        for (i, c) in cursors.iter().enumerate() {
+            // A link outside this host's `/v1.0` fails its group only; the others still go in the batch.
+            match c.url.strip_prefix(&root).filter(|u| u.starts_with('/')) {
+                Some(url) => {
+                    pages.push(None);
+                    gets.push(BatchGet {
+                        id: (i + 1).to_string(),
+                        url: url.to_owned(),
+                        headers: vec![(PREFER_UTC.0.into(), PREFER_UTC.1.into())],
+                        mailbox: Some(c.req.group.clone()),
+                    });
+                }
+                None => pages.push(Some(Err(Error::ForeignLink(c.url.clone())))),
+            }
+        }
+        let mut answers = if gets.is_empty() {
+            HashMap::new()
+        } else {
+            batch::get_all(&self.graph, gets, self.max_retries, Some(&self.mailbox)).await?
+        };
+        Ok(pages
+            .into_iter()
             .enumerate()
-            .map(|(i, c)| {
-                let url = c
-                    .url
-                    .strip_prefix(&root)
-                    .ok_or_else(|| Error::ForeignLink(c.url.clone()))?;
-                Ok(BatchGet {
-                    id: (i + 1).to_string(),
-                    url: url.to_owned(),
-                    headers: vec![(PREFER_UTC.0.into(), PREFER_UTC.1.into())],
+            .map(|(i, page)| {
+                page.unwrap_or_else(|| {
+                    let id = (i + 1).to_string();
+                    let v = answers.remove(&id).unwrap_or_else(|| {
+                        Err(Error::Decode(format!("no $batch answer for {id}")))
+                    })?;
+                    serde_json::from_value(v)
+                        .map_err(|e| Error::Decode(format!("events page: {e}")))
                 })
             })
-            .collect::<Result<Vec<_>>>()?;
-        let mut answers = batch::get_all(&self.graph, gets, self.max_retries).await?;
-        Ok((1..=cursors.len())
-            .map(|i| {
-                let v = answers
-                    .remove(&i.to_string())
-                    .unwrap_or_else(|| Err(Error::Decode(format!("no $batch answer for {i}"))))?;
-                serde_json::from_value(v).map_err(|e| Error::Decode(format!("events page: {e}")))
-            })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bad(code: &str, message: &str) -> Error {
+        Error::BadRequest {
+            status: 400,
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn only_a_400_about_the_filter_switches_it_off() {
+        assert!(refuses_filter(&bad(
+            "ErrorInvalidUrlQueryFilter",
+            "The query filter 'createdDateTime ge 2025-01-01T00:00:00Z' is not supported."
+        )));
+        assert!(refuses_filter(&bad("BadRequest", "Invalid filter clause")));
+        assert!(refuses_filter(&bad(
+            "ErrorInvalidProperty",
+            "The property 'CreatedDateTime' does not support filtering."
+        )));
+        assert!(!refuses_filter(&bad(
+            "invalidRequest",
+            "The request is malformed or incorrect."
+        )));
+        assert!(!refuses_filter(&bad(
+            "ErrorInvalidUrlQuery",
+            "Invalid $top: x"
+        )));
+        let other_status = Error::BadRequest {
+            status: 405,
+            code: "ErrorInvalidUrlQueryFilter".into(),
+            message: "filter".into(),
+        };
+        assert!(!refuses_filter(&other_status));
+        assert!(!refuses_filter(&Error::Throttled { retry_after: None }));
     }
 }

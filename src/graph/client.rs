@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use secrecy::ExposeSecret;
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
@@ -33,6 +33,9 @@ pub struct ClientStats {
     /// 429 answers seen.
     pub throttled: AtomicU64,
 }
+
+/// A request budget per mailbox (Outlook: per app and mailbox), keyed by group id.
+pub type MailboxLimiter = DefaultKeyedRateLimiter<String>;
 
 /// Where a client's bearer tokens come from: the app itself (membership) or a signed-in user (calendars).
 #[derive(Debug)]
@@ -71,6 +74,9 @@ pub struct Call<'a> {
     pub body: Option<&'a serde_json::Value>,
     /// Permits of the concurrency semaphore held while in flight.
     pub permits: u32,
+    /// The mailbox budget this request counts against, and its key: every attempt (retries and the refresh
+    /// after a 401 included) waits for a token of it.
+    pub mailbox: Option<(&'a MailboxLimiter, &'a str)>,
 }
 
 impl<'a> Call<'a> {
@@ -82,6 +88,7 @@ impl<'a> Call<'a> {
             headers: &[],
             body: None,
             permits: 1,
+            mailbox: None,
         }
     }
 }
@@ -161,7 +168,8 @@ impl GraphClient {
     }
 
     /// Builds the delegated (signed-in user) client of a connection, for group calendars. `concurrency` is the
-    /// connection's calendar semaphore (Outlook: 4 concurrent requests per app).
+    /// calendar semaphore of the connection's app, shared by connections with the same client id (Outlook: 4
+    /// concurrent requests per app).
     ///
     /// # Errors
     /// [`Error::Decode`] for unusable URLs.
@@ -302,6 +310,9 @@ impl GraphClient {
     async fn send_once<T: DeserializeOwned>(&self, call: Call<'_>) -> Result<T> {
         // A 401 with a cached token may just mean it was revoked or expired early: refresh once.
         for attempt in 0..2 {
+            if let Some((budget, key)) = call.mailbox {
+                budget.until_key_ready(&key.to_owned()).await;
+            }
             self.limiter.until_ready().await;
             let _permit = self
                 .concurrency

@@ -7,7 +7,7 @@
 //! client flow in Entra, so these requests carry the client id only, never the app's secret.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use oauth2::basic::{BasicClient, BasicErrorResponseType};
@@ -20,7 +20,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use super::auth::{OAuthHttp, token_error};
+use super::auth::{LastAnswer, OAuthHttp, token_error};
 use super::error::{Error, Result};
 
 /// Refresh this long before the access token's announced expiry.
@@ -37,10 +37,14 @@ pub trait RefreshVault: Send + Sync {
     /// A description of the storage failure.
     fn load(&self) -> std::result::Result<Option<SecretString>, String>;
     /// Replaces the stored refresh token (rotation), durably, before the caller uses the new access token.
+    /// Async, since making it durable means waiting for the disk.
     ///
     /// # Errors
     /// A description of the storage failure.
-    fn save(&self, refresh_token: &SecretString) -> std::result::Result<(), String>;
+    fn save<'a>(
+        &'a self,
+        refresh_token: &'a SecretString,
+    ) -> futures::future::BoxFuture<'a, std::result::Result<(), String>>;
 }
 
 /// Endpoints and scopes of one connection's delegated sign-in.
@@ -121,7 +125,7 @@ impl DelegatedTokens {
         Ok(Self {
             client: endpoints.client()?,
             endpoints,
-            http: OAuthHttp(http),
+            http: OAuthHttp::new(http),
             vault,
             cached: Mutex::new(None),
         })
@@ -152,7 +156,7 @@ impl DelegatedTokens {
             .add_scopes(self.endpoints.scopes())
             .request_async(&self.http)
             .await
-            .map_err(|e| match token_error(e) {
+            .map_err(|e| match token_error(e, &self.http.last()) {
                 Error::TokenRefused { error, detail } if needs_login(&error) => {
                     Error::SignInRequired { error, detail }
                 }
@@ -163,6 +167,7 @@ impl DelegatedTokens {
         if let Some(rt) = resp.refresh_token() {
             self.vault
                 .save(&SecretString::from(rt.secret().to_owned()))
+                .await
                 .map_err(Error::Vault)?;
         }
         let lifetime = resp.expires_in().unwrap_or(Duration::from_secs(3599));
@@ -201,6 +206,9 @@ pub enum LoginProgress {
     Instructions(String),
     /// The server asked to poll more slowly (`slow_down`); the new interval.
     SlowDown(Duration),
+    /// The token endpoint could not be reached; the next poll comes after this (a temporary backoff, the
+    /// interval itself is unchanged).
+    Unreachable(Duration),
 }
 
 /// A finished device login.
@@ -246,8 +254,16 @@ impl LoginError {
     }
 }
 
+/// Longest backoff after consecutive transport failures of the token endpoint (as `oauth2`'s own default).
+const MAX_TRANSPORT_BACKOFF: Duration = Duration::from_secs(10);
+
 /// Runs the device authorization grant: request a code, show the instructions, poll at `interval` (growing by
 /// 5 s on `slow_down`) until the user approves, declines or the code expires.
+///
+/// The interval is kept here, from what each poll really got, not taken from `oauth2` (which also doubles it
+/// after a transport failure, for good): only `slow_down` raises it. A transport failure backs off for the next
+/// poll only — doubling per consecutive failure up to 10 s, as RFC 8628 §3.5 asks after connection timeouts —
+/// and is reported as [`LoginProgress::Unreachable`], never as a slow-down.
 ///
 /// # Errors
 /// [`LoginError`] with a next step in its message.
@@ -257,13 +273,13 @@ pub async fn device_login(
     progress: impl Fn(LoginProgress) + Send + Sync,
 ) -> std::result::Result<LoginOutcome, LoginError> {
     let client = endpoints.client()?;
-    let http = OAuthHttp(http);
+    let http = OAuthHttp::new(http);
     let details: oauth2::DeviceAuthorizationResponse<MicrosoftDeviceFields> = client
         .exchange_device_code()
         .add_scopes(endpoints.scopes())
         .request_async(&http)
         .await
-        .map_err(token_error)?;
+        .map_err(|e| token_error(e, &http.last()))?;
     let text = details.extra_fields().message.clone().unwrap_or_else(|| {
         format!(
             "To sign in, use a web browser to open the page {} and enter the code {} to authenticate.",
@@ -274,11 +290,10 @@ pub async fn device_login(
     progress(LoginProgress::Instructions(text));
     let expires = details.expires_in().as_secs();
     let interval = AtomicU64::new(details.interval().as_millis() as u64);
-    let sleep = |d: Duration| {
-        if d.as_millis() as u64 > interval.swap(d.as_millis() as u64, Ordering::Relaxed) {
-            progress(LoginProgress::SlowDown(d));
-        }
-        tokio::time::sleep(d)
+    let failures = AtomicU32::new(0);
+    let sleep = |_: Duration| {
+        let wait = next_poll(&http.last(), &interval, &failures, &progress);
+        tokio::time::sleep(wait)
     };
     let token =
         client
@@ -321,4 +336,73 @@ pub async fn device_login(
             .map(|s| s.iter().map(|x| x.to_string()).collect())
             .unwrap_or_else(|| endpoints.scopes.clone()),
     })
+}
+
+/// The wait before the next device-code poll, from what the last one got: `slow_down` raises the interval by
+/// 5 s for good; a transport failure (no answer) backs off temporarily; anything else keeps the interval.
+fn next_poll(
+    last: &LastAnswer,
+    interval: &AtomicU64,
+    failures: &AtomicU32,
+    progress: &impl Fn(LoginProgress),
+) -> Duration {
+    let current = Duration::from_millis(interval.load(Ordering::Relaxed));
+    if last.status.is_none() {
+        let n = failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let wait = current
+            .saturating_mul(1 << n.min(16))
+            .min(MAX_TRANSPORT_BACKOFF.max(current));
+        tracing::warn!(
+            wait_ms = wait.as_millis() as u64,
+            "The token endpoint could not be reached while waiting for the sign-in; trying again."
+        );
+        progress(LoginProgress::Unreachable(wait));
+        return wait;
+    }
+    failures.store(0, Ordering::Relaxed);
+    if last.error.as_deref() == Some("slow_down") {
+        let slower = current + Duration::from_secs(5);
+        interval.store(slower.as_millis() as u64, Ordering::Relaxed);
+        progress(LoginProgress::SlowDown(slower));
+        return slower;
+    }
+    current
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(error: Option<&str>) -> LastAnswer {
+        LastAnswer {
+            status: Some(400),
+            error: error.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn only_slow_down_raises_the_interval_and_transport_failures_back_off_for_one_poll() {
+        let interval = AtomicU64::new(1000);
+        let failures = AtomicU32::new(0);
+        let said = std::sync::Mutex::new(Vec::new());
+        let progress = |p: LoginProgress| said.lock().unwrap().push(p);
+        let next = |last: LastAnswer| next_poll(&last, &interval, &failures, &progress);
+        let secs = Duration::from_secs;
+        assert_eq!(next(answered(Some("authorization_pending"))), secs(1));
+        assert_eq!(next(LastAnswer::default()), secs(2), "transport: back off");
+        assert_eq!(next(LastAnswer::default()), secs(4), "again: longer");
+        assert_eq!(next(answered(Some("authorization_pending"))), secs(1));
+        assert_eq!(next(answered(Some("slow_down"))), secs(6));
+        assert_eq!(next(answered(Some("authorization_pending"))), secs(6));
+        for _ in 0..5 {
+            next(LastAnswer::default());
+        }
+        assert_eq!(next(LastAnswer::default()), secs(10), "capped");
+        let said = said.into_inner().unwrap();
+        let slow: Vec<_> = said
+            .iter()
+            .filter(|p| matches!(p, LoginProgress::SlowDown(_)))
+            .collect();
+        assert_eq!(slow, [&LoginProgress::SlowDown(secs(6))]);
+    }
 }

@@ -30,7 +30,8 @@ pub enum Error {
         /// The `Retry-After` header, fractional seconds allowed.
         retry_after: Option<Duration>,
     },
-    /// 408 or 5xx: the service is unavailable or overloaded.
+    /// 408, 5xx, or 424 (a `$batch` whose inner requests were throttled, or an item whose dependency failed):
+    /// the service is unavailable or overloaded, and the same request may succeed later.
     #[error("Graph is unavailable ({status} {code}): {message}")]
     Unavailable {
         /// HTTP status.
@@ -241,7 +242,9 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Error {
         429 => Error::Throttled {
             retry_after: parse_retry_after(headers),
         },
-        408 | 500..=599 => Error::Unavailable {
+        // GRAPH.md §7 ⚠: an older throttling page has the `$batch` itself answer 424 when inner requests are
+        // throttled; an item answers 424 when its dependency failed. Either is worth sending again.
+        408 | 424 | 500..=599 => Error::Unavailable {
             status: s,
             code,
             message,
@@ -323,6 +326,18 @@ mod tests {
             let e = classify(StatusCode::from_u16(s).unwrap(), &HeaderMap::new(), b"{}");
             assert!(!e.is_retryable(), "{s} should not be retryable");
         }
+    }
+
+    #[test]
+    fn failed_dependency_424_is_retryable() {
+        let body =
+            br#"{"error":{"code":"FailedDependency","message":"inner requests were throttled"}}"#;
+        let e = classify(StatusCode::FAILED_DEPENDENCY, &HeaderMap::new(), body);
+        assert!(e.is_retryable(), "{e:?}");
+        assert!(
+            matches!(e, Error::Unavailable { status: 424, ref code, .. } if code == "FailedDependency"),
+            "{e:?}"
+        );
     }
 
     #[test]

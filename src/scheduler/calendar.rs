@@ -155,9 +155,9 @@ impl CalendarPoller {
     }
 
     /// Turns a round-level failure into the poll error; a refused sign-in is persisted first.
-    fn stop(&self, conn: &str, e: graph::Error) -> PollError {
+    async fn stop(&self, conn: &str, e: graph::Error) -> PollError {
         if let graph::Error::SignInRequired { error, detail } = &e {
-            if let Err(se) = self.store.mark_needs_login(conn, error, detail) {
+            if let Err(se) = self.store.mark_needs_login(conn, error, detail).await {
                 tracing::error!(connection = %conn, error = %se, "Could not persist the sign-in status.");
             }
             tracing::error!(connection = %conn, error = %e, "Calendar polling of this connection stopped: the delegated sign-in was refused. Run `groupwatch login` for it; membership polling continues.");
@@ -206,14 +206,14 @@ impl CalendarPoller {
         }
         let mut listings = match client.list(reqs).await {
             Ok(l) => l,
-            Err(e) => return Err(self.stop(conn, e)),
+            Err(e) => return Err(self.stop(conn, e).await),
         };
         let refused = listings
             .iter()
             .find(|(_, r)| matches!(r, Err(graph::Error::SignInRequired { .. })))
             .map(|(g, _)| g.clone());
         if let Some(Some(Err(e))) = refused.map(|g| listings.remove(&g)) {
-            return Err(self.stop(conn, e));
+            return Err(self.stop(conn, e).await);
         }
         let tenant = self.tenants.get(conn).cloned().unwrap_or_default();
         let mut rows = false;

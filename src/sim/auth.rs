@@ -104,6 +104,10 @@ pub(super) async fn token(
     headers: HeaderMap,
     body: String,
 ) -> Response {
+    if super::device::stalls(&shared, &body) {
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        return StatusCode::GATEWAY_TIMEOUT.into_response();
+    }
     match issue(&shared, &tenant, &headers, &body) {
         Ok(body) => (StatusCode::OK, axum::Json(body)).into_response(),
         Err(e) => {

@@ -2,8 +2,12 @@
 //! `/calendar/events`). Delegated tokens of a member only (app-only → 403 `ErrorAccessDenied`), `$top`
 //! (default 10), `$skip` nextLinks, `$orderby=createdDateTime [asc|desc]`, `$filter=createdDateTime ge …`.
 //! Events can be created with a past createdDateTime and hidden until revealed, to model late surfacing.
+//!
+//! `start`/`end` come in the zone `Prefer: outlook.timezone="…"` asks for (also as a `$batch` item header);
+//! without it, in the group mailbox's own zone, "Pacific Standard Time" (a fixed UTC−8 here, no DST), so a
+//! client that forgets the header gets visibly non-UTC times.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -28,11 +32,59 @@ pub(super) struct SimEvent {
     pub visible: bool,
 }
 
+/// A zone `start`/`end` can be expressed in: its Windows name and its (standard-time) offset from UTC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Zone {
+    name: &'static str,
+    offset_hours: i64,
+}
+
+/// The group mailboxes' own zone: what Graph uses without `Prefer: outlook.timezone`.
+const MAILBOX_ZONE: Zone = Zone {
+    name: "Pacific Standard Time",
+    offset_hours: -8,
+};
+
+/// Zones the simulator knows by name.
+const ZONES: &[Zone] = &[
+    Zone {
+        name: "UTC",
+        offset_hours: 0,
+    },
+    MAILBOX_ZONE,
+    Zone {
+        name: "Eastern Standard Time",
+        offset_hours: -5,
+    },
+    Zone {
+        name: "W. Europe Standard Time",
+        offset_hours: 1,
+    },
+];
+
+/// The zone a request's `Prefer: outlook.timezone="…"` asks for (several preferences may share one header,
+/// comma-separated); the mailbox zone when absent or unknown.
+pub(super) fn zone(headers: &HeaderMap) -> Zone {
+    headers
+        .get_all("Prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|p| p.trim().strip_prefix("outlook.timezone="))
+        .map(|z| z.trim().trim_matches('"'))
+        .find_map(|z| ZONES.iter().find(|k| k.name.eq_ignore_ascii_case(z)))
+        .copied()
+        .unwrap_or(MAILBOX_ZONE)
+}
+
 impl SimEvent {
-    fn json(&self, base: &str, group: &str) -> Value {
+    fn json(&self, base: &str, group: &str, zone: Zone) -> Value {
         let ts = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Micros, true);
         let start = self.created + chrono::Duration::days(1);
-        let local = |t: DateTime<Utc>| format!("{}.0000000", t.format("%Y-%m-%dT%H:%M:%S"));
+        let local = |t: DateTime<Utc>| {
+            let t = t + chrono::Duration::hours(zone.offset_hours);
+            format!("{}.0000000", t.format("%Y-%m-%dT%H:%M:%S"))
+        };
         json!({
             "@odata.etag": format!("W/\"{}{}\"", self.id, self.version),
             "id": self.id,
@@ -49,8 +101,8 @@ impl SimEvent {
             "type": "singleInstance",
             "webLink": format!("{base}/owa/?itemid={}&exvsurl=1&path=/calendar/item", self.id),
             "body": {"contentType": "html", "content": format!("<html><body>{}</body></html>", self.subject)},
-            "start": {"dateTime": local(start), "timeZone": "UTC"},
-            "end": {"dateTime": local(start + chrono::Duration::hours(1)), "timeZone": "UTC"},
+            "start": {"dateTime": local(start), "timeZone": zone.name},
+            "end": {"dateTime": local(start + chrono::Duration::hours(1)), "timeZone": zone.name},
             "location": {"displayName": self.location},
             "organizer": {"emailAddress": {"name": format!("Group {group}"), "address": format!("{group}@sim.example")}},
         })
@@ -65,6 +117,11 @@ pub(super) struct Calendars {
     pub throttle: VecDeque<String>,
     /// Answer `$filter` on createdDateTime with 400, as an unverified Graph might.
     pub reject_filter: bool,
+    /// (group, event id) deleted just before the next page request (`$skip` > 0) of that group's listing: the
+    /// later pages shift up by one, as Graph's do when an event is deleted while a client pages.
+    pub delete_before_page: Option<(String, String)>,
+    /// Groups whose listing nextLinks point at another host.
+    pub foreign_links: HashSet<String>,
 }
 
 impl Calendars {
@@ -146,7 +203,7 @@ pub(super) async fn events(
         let id = cal.create(rng, &group, &subject, Utc::now(), true);
         let ev = cal
             .find(&group, &id)
-            .map(|e| e.json(&shared.base_url, &group));
+            .map(|e| e.json(&shared.base_url, &group, zone(&headers)));
         return json_response(StatusCode::CREATED, ev.unwrap_or_default().to_string());
     }
     list(&shared, &group, &headers, uri.query())
@@ -208,7 +265,18 @@ fn list(shared: &Shared, group: &str, headers: &HeaderMap, raw: Option<&str>) ->
         }
     };
     let repeat = lock(&shared.gate).faults.repeat_fraction > 0.0;
-    let mut all: Vec<SimEvent> = lock(&shared.calendar)
+    let mut cal = lock(&shared.calendar);
+    if skip > 0
+        && let Some((g, id)) = cal.delete_before_page.take_if(|(g, _)| g == group)
+    {
+        cal.delete(&g, &id);
+    }
+    let host = if cal.foreign_links.contains(group) {
+        "https://graph.attacker.example"
+    } else {
+        shared.base_url.as_str()
+    };
+    let mut all: Vec<SimEvent> = cal
         .events
         .get(group)
         .map(|v| {
@@ -218,6 +286,7 @@ fn list(shared: &Shared, group: &str, headers: &HeaderMap, raw: Option<&str>) ->
                 .collect()
         })
         .unwrap_or_default();
+    drop(cal);
     all.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
     if desc {
         all.reverse();
@@ -226,9 +295,10 @@ fn list(shared: &Shared, group: &str, headers: &HeaderMap, raw: Option<&str>) ->
     // does when an event is created between two page requests.
     let from = if repeat && skip > 0 { skip - 1 } else { skip };
     let end = all.len().min(skip + top);
+    let zone = zone(headers);
     let value: Vec<Value> = all[from.min(end)..end]
         .iter()
-        .map(|e| e.json(&shared.base_url, group))
+        .map(|e| e.json(&shared.base_url, group, zone))
         .collect();
     let mut page = serde_json::Map::new();
     page.insert(
@@ -247,8 +317,7 @@ fn list(shared: &Shared, group: &str, headers: &HeaderMap, raw: Option<&str>) ->
             .map(|(k, v)| format!("{k}={}", query::encode(v)))
             .collect();
         let link = format!(
-            "{}/v1.0/groups/{group}/events?{}&$skip={end}",
-            shared.base_url,
+            "{host}/v1.0/groups/{group}/events?{}&$skip={end}",
             kept.join("&")
         );
         page.insert("@odata.nextLink".into(), link.into());
@@ -301,7 +370,9 @@ pub(super) async fn event(
     }
     ev.version += 1;
     ev.modified = Utc::now();
-    let body = ev.json(&shared.base_url, &group).to_string();
+    let body = ev
+        .json(&shared.base_url, &group, zone(&headers))
+        .to_string();
     json_response(StatusCode::OK, body)
 }
 
@@ -360,6 +431,19 @@ impl super::Sim {
     /// Answer `$filter=createdDateTime ge …` with 400 (the filter is undocumented on group events).
     pub fn reject_created_filter(&self, reject: bool) {
         lock(&self.shared.calendar).reject_filter = reject;
+    }
+
+    /// Deletes event `id` of `group` right before the next page request (`$skip` > 0) of a listing of that
+    /// group, so the pages after it shift up by one and the event just behind the page boundary is skipped.
+    pub fn delete_event_before_next_page(&self, group: &str, id: &str) {
+        lock(&self.shared.calendar).delete_before_page = Some((group.to_owned(), id.to_owned()));
+    }
+
+    /// Makes `group`'s listing nextLinks point at a foreign host (`https://graph.attacker.example`).
+    pub fn foreign_next_links(&self, group: &str) {
+        lock(&self.shared.calendar)
+            .foreign_links
+            .insert(group.to_owned());
     }
 
     /// The most calendar requests ever answered at once (since the last [`Sim::reset_requests`]).

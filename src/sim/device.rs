@@ -32,6 +32,9 @@ pub struct DeviceFlow {
     pub expires_in_secs: u64,
     /// A refresh token is spent by its first use (rotation); false keeps old ones valid.
     pub single_use_refresh_tokens: bool,
+    /// The first this many device-code token polls hang for a minute (longer than any client timeout) and
+    /// then answer 504, as an unreachable token endpoint would; they do not count as polls.
+    pub stall_polls: u32,
 }
 
 impl Default for DeviceFlow {
@@ -43,6 +46,7 @@ impl Default for DeviceFlow {
             interval_secs: 1,
             expires_in_secs: 900,
             single_use_refresh_tokens: true,
+            stall_polls: 0,
         }
     }
 }
@@ -69,6 +73,8 @@ pub(super) struct DeviceState {
     pub refreshes: usize,
     /// Device-code token polls received.
     pub polls: usize,
+    /// Device-code token polls stalled so far (see [`DeviceFlow::stall_polls`]).
+    stalled: u32,
 }
 
 fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -115,6 +121,20 @@ pub(super) async fn device_code(
     (StatusCode::OK, axum::Json(body)).into_response()
 }
 
+/// True when this token request is a device-code poll that must stall (see [`DeviceFlow::stall_polls`]).
+pub(super) fn stalls(shared: &Shared, body: &str) -> bool {
+    let form = super::query::pairs(Some(body));
+    if field(&form, "grant_type") != Some(DEVICE_GRANT) {
+        return false;
+    }
+    let mut st = lock(&shared.device);
+    if st.stalled < st.flow.stall_polls {
+        st.stalled += 1;
+        return true;
+    }
+    false
+}
+
 /// The device-code and refresh-token grants.
 pub(super) fn grant(
     shared: &Shared,
@@ -156,6 +176,13 @@ pub(super) fn grant(
                     "authorization_declined",
                     70000,
                     "The user declined the sign-in.",
+                ));
+            }
+            DeviceOutcome::BadVerificationCode => {
+                return Err(bad(
+                    "bad_verification_code",
+                    70019,
+                    "Verification code not recognized.",
                 ));
             }
             DeviceOutcome::Expire => {

@@ -206,6 +206,10 @@ fn failed(shared: &Shared, status: u16) -> Response {
             "The caller does not have permission to perform the action.",
         ),
         404 => ("itemNotFound", "The resource could not be found."),
+        424 => (
+            "FailedDependency",
+            "The request failed because a request it depends on was throttled or failed.",
+        ),
         _ if status.is_server_error() => (
             "serviceNotAvailable",
             "The service is temporarily unavailable. Please retry later.",

@@ -154,6 +154,8 @@ pub enum DeviceOutcome {
     Decline,
     /// Never enters the code: `expired_token`.
     Expire,
+    /// Entra no longer recognises the device code: `bad_verification_code`.
+    BadVerificationCode,
 }
 
 /// One observed request, so tests can assert on what a client actually sent.

@@ -1,10 +1,15 @@
 //! Delegated sign-ins: one record per connection with the refresh token (rotated on every use, flushed to
 //! disk before the new access token is used) and the sign-in status `groupwatch state` reports.
 //!
+//! Every write is flushed before it returns. The writers are async (the daemon's token refresh and calendar
+//! poller, `groupwatch login`), so they flush with sled's `flush_async` rather than blocking a runtime thread
+//! on the fsync.
+//!
 //! The token is stored as plain text inside the 0700 state directory (sled has no encryption); it is never
 //! logged, and [`SignInStatus`]'s `Debug` never contains it.
 
 use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
@@ -62,27 +67,30 @@ impl Store {
             .transpose()
     }
 
-    fn put_credential(&self, conn: &str, rec: &Record) -> Result<()> {
+    async fn put_credential(&self, conn: &str, rec: &Record) -> Result<()> {
         self.credentials.insert(conn, encode(rec))?;
         // Durable before anyone uses the token it replaced; sled would otherwise flush on a timer.
-        self.db.flush()?;
+        self.db.flush_async().await?;
         Ok(())
     }
 
-    /// Stores a fresh login (replacing any earlier one, and clearing a "needs login" status).
-    pub fn save_login(&self, conn: &str, refresh: &SecretString, scopes: &[String]) -> Result<()> {
+    /// Stores a fresh login (replacing any earlier one, and clearing a "needs login" status), durably.
+    pub async fn save_login(
+        &self,
+        conn: &str,
+        refresh: &SecretString,
+        scopes: &[String],
+    ) -> Result<()> {
         let now = Utc::now();
-        self.put_credential(
-            conn,
-            &Record {
-                refresh_token: refresh.expose_secret().to_owned(),
-                scopes: scopes.to_vec(),
-                login_at: now,
-                rotated_at: now,
-                rotations: 0,
-                status: SignInStatus::Active,
-            },
-        )
+        let rec = Record {
+            refresh_token: refresh.expose_secret().to_owned(),
+            scopes: scopes.to_vec(),
+            login_at: now,
+            rotated_at: now,
+            rotations: 0,
+            status: SignInStatus::Active,
+        };
+        self.put_credential(conn, &rec).await
     }
 
     /// The usable refresh token of `conn`: none before a login or after Entra refused it.
@@ -93,8 +101,8 @@ impl Store {
             .map(|r| SecretString::from(r.refresh_token)))
     }
 
-    /// Replaces the refresh token after a successful refresh (rotation).
-    pub fn rotate_refresh_token(&self, conn: &str, refresh: &SecretString) -> Result<()> {
+    /// Replaces the refresh token after a successful refresh (rotation), durably.
+    pub async fn rotate_refresh_token(&self, conn: &str, refresh: &SecretString) -> Result<()> {
         let Some(mut rec) = self.credential(conn)? else {
             return Ok(());
         };
@@ -102,11 +110,11 @@ impl Store {
         rec.rotated_at = Utc::now();
         rec.rotations += 1;
         rec.status = SignInStatus::Active;
-        self.put_credential(conn, &rec)
+        self.put_credential(conn, &rec).await
     }
 
     /// Records that the sign-in must be renewed; the refresh token is no longer handed out.
-    pub fn mark_needs_login(&self, conn: &str, error: &str, detail: &str) -> Result<()> {
+    pub async fn mark_needs_login(&self, conn: &str, error: &str, detail: &str) -> Result<()> {
         let Some(mut rec) = self.credential(conn)? else {
             return Ok(());
         };
@@ -115,7 +123,7 @@ impl Store {
             detail: detail.to_owned(),
             at: Utc::now(),
         };
-        self.put_credential(conn, &rec)
+        self.put_credential(conn, &rec).await
     }
 
     /// The sign-in of `conn` as `groupwatch state` shows it.
@@ -146,9 +154,15 @@ impl RefreshVault for StoreVault {
             .map_err(|e| e.to_string())
     }
 
-    fn save(&self, refresh_token: &SecretString) -> std::result::Result<(), String> {
-        self.store
-            .rotate_refresh_token(&self.connection, refresh_token)
-            .map_err(|e| e.to_string())
+    fn save<'a>(
+        &'a self,
+        refresh_token: &'a SecretString,
+    ) -> BoxFuture<'a, std::result::Result<(), String>> {
+        Box::pin(async move {
+            self.store
+                .rotate_refresh_token(&self.connection, refresh_token)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 }

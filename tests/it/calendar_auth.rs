@@ -6,6 +6,7 @@ use std::process::Command;
 use groupwatch::app::Daemon;
 use groupwatch::config::Config;
 use groupwatch::sim::{DeviceFlow, DeviceOutcome, MemberKind};
+use groupwatch::store::SignInStatus;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{World, user};
@@ -126,6 +127,88 @@ async fn slow_down_adds_five_seconds_to_the_interval() {
     assert!(started.elapsed() >= std::time::Duration::from_secs(5));
     let said = said.into_inner().unwrap();
     assert!(said.iter().any(|m| m.contains("slow_down")), "{said:?}");
+}
+
+#[tokio::test]
+async fn an_unreachable_token_endpoint_is_retried_without_a_slow_down() {
+    let w = World::with_calendars(1).await;
+    w.sim.set_device_flow(DeviceFlow {
+        approve_after_polls: 1,
+        interval_secs: 1,
+        stall_polls: 1, // the first poll hangs past the client's 1 s timeout: a transport error
+        ..DeviceFlow::default()
+    });
+    let toml = w
+        .calendar_toml(false, true, "")
+        .replace("request_timeout_secs = 10", "request_timeout_secs = 1");
+    let cfg = Config::from_toml(&toml).unwrap();
+    let said = std::sync::Mutex::new(Vec::new());
+    groupwatch::login::login(&cfg, "sim", |m| said.lock().unwrap().push(m.to_owned()))
+        .await
+        .unwrap();
+    let said = said.into_inner().unwrap();
+    assert!(
+        said.iter().any(|m| m.contains("could not be reached")),
+        "{said:?}"
+    );
+    assert!(!said.iter().any(|m| m.contains("slow_down")), "{said:?}");
+    assert!(said.iter().any(|m| m.contains("Signed in")), "{said:?}");
+}
+
+#[tokio::test]
+async fn bad_verification_code_says_to_log_in_again() {
+    let w = World::with_calendars(1).await;
+    w.sim.set_device_flow(DeviceFlow {
+        approve_after_polls: 1,
+        outcome: DeviceOutcome::BadVerificationCode,
+        interval_secs: 0,
+        ..DeviceFlow::default()
+    });
+    let cfg = Config::from_toml(&w.calendar_toml(false, true, "")).unwrap();
+    let err = groupwatch::login::login(&cfg, "sim", |_| {})
+        .await
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("bad_verification_code")
+            && msg.contains("did not recognise the device code")
+            && msg.contains("groupwatch login"),
+        "{msg}"
+    );
+    assert!(no_login_stored(&cfg), "nothing stored");
+}
+
+fn no_login_stored(cfg: &Config) -> bool {
+    let store = groupwatch::store::Store::open(&cfg.store.path).unwrap();
+    store.sign_in("sim").unwrap().is_none()
+}
+
+#[tokio::test]
+async fn a_refused_refresh_stops_calendars_for_invalid_grant_and_interaction_required() {
+    for error in ["invalid_grant", "interaction_required"] {
+        let w = World::with_calendars(1).await;
+        let d = w.calendar_daemon(&w.calendar_toml(false, true, "")).await;
+        w.calendar_cycle(&d).await;
+        w.sim.fail_refresh(Some(error));
+        w.sim.revoke_access_tokens(); // forces a refresh on the next calendar call
+        let err = d.poll_calendars_once().await.unwrap_err().to_string();
+        assert!(
+            err.contains(error) && err.contains("groupwatch login"),
+            "{error}: {err}"
+        );
+        match d.store().sign_in("sim").unwrap().unwrap().status {
+            SignInStatus::NeedsLogin { error: got, .. } => assert_eq!(got, error),
+            other => panic!("{error}: {other:?}"),
+        }
+        // Later ticks stop without calling Graph or the token endpoint again.
+        w.sim.reset_requests();
+        assert!(d.poll_calendars_once().await.is_err());
+        assert!(
+            w.sim.requests().is_empty(),
+            "{error}: {:?}",
+            w.sim.requests()
+        );
+    }
 }
 
 #[tokio::test]
