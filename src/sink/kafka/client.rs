@@ -48,9 +48,17 @@ pub fn classify(e: &KafkaError) -> SinkError {
     }
 }
 
-/// `ClientConfig::create` failures are configuration errors (unknown property, bad value).
+/// `ClientConfig::create` failures at the startup check are configuration errors (unknown property, bad
+/// value, unreadable CA file): permanent, so the daemon refuses to start.
 pub fn classify_create(e: &KafkaError) -> SinkError {
     SinkError::Permanent(format!("Kafka producer configuration rejected: {e}"))
+}
+
+/// The same failure while publishing (the first publish, or a re-creation after a fatal error, when e.g. a
+/// CA file has gone missing since the start) is retryable: it is about this host, not about the events, so
+/// they wait in the outbox until the operator fixes it instead of the whole batch being dead-lettered.
+pub fn classify_create_in_publish(e: &KafkaError) -> SinkError {
+    SinkError::Retryable(format!("Kafka producer could not be created: {e}"))
 }
 
 #[cfg(test)]
@@ -79,6 +87,13 @@ mod tests {
         assert_eq!(cc.get("message.timeout.ms"), Some("7000"));
         assert_eq!(cc.get("compression.type"), Some("zstd"));
         assert_eq!(cc.get("client.id"), Some("groupwatch"));
+    }
+
+    #[test]
+    fn producer_creation_fails_permanently_only_at_startup() {
+        let e = KafkaError::ClientCreation("ssl.ca.location failed".into());
+        assert!(matches!(classify_create(&e), SinkError::Permanent(_)));
+        assert!(classify_create_in_publish(&e).is_retryable());
     }
 
     #[test]

@@ -63,8 +63,12 @@ impl KafkaSink {
             .clone()
     }
 
-    /// The producer, created if needed (`ClientConfig::create` does blocking work).
-    async fn producer(&self) -> Result<FutureProducer, SinkError> {
+    /// The producer, created if needed (`ClientConfig::create` does blocking work). `on_create_error`
+    /// classifies a creation failure: permanent at the startup check, retryable while publishing.
+    async fn producer(
+        &self,
+        on_create_error: fn(&KafkaError) -> SinkError,
+    ) -> Result<FutureProducer, SinkError> {
         if let Some(p) = self.cached() {
             return Ok(p);
         }
@@ -72,19 +76,28 @@ impl KafkaSink {
         let created = tokio::task::spawn_blocking(move || cc.create::<FutureProducer>())
             .await
             .map_err(|e| SinkError::Retryable(format!("producer creation task failed: {e}")))?
-            .map_err(|e| client::classify_create(&e))?;
+            .map_err(|e| on_create_error(&e))?;
         tracing::info!(sink = %self.name, brokers = %self.cfg.brokers.join(","), properties = ?self.cfg.properties, "Kafka producer created.");
         *self.producer.lock().unwrap_or_else(|p| p.into_inner()) = Some(created.clone());
         Ok(created)
     }
 
     /// Drops a producer that hit a fatal error (e.g. the idempotence state could not be recovered after a
-    /// cluster lost its data); the next publish creates a fresh one. Unacked events are simply sent again.
-    fn reset_if_fatal(&self, producer: &FutureProducer) {
+    /// cluster lost its data), or one that got nothing through while its messages timed out: librdkafka then
+    /// only bumps its producer epoch locally, and a broker that has forgotten the producer id (restarted
+    /// without its state) can refuse every later produce with UNKNOWN_PRODUCER_ID until the timeout, round
+    /// after round, without ever raising a fatal error. The next publish creates a fresh producer, which
+    /// asks for a new id. Unacked events are simply sent again; a fresh producer adds no duplicate risk,
+    /// since after an epoch bump the broker could not have recognised a repeat either.
+    fn reset_if_broken(&self, producer: &FutureProducer, stalled: bool) {
         if let Some((code, reason)) = producer.client().fatal_error() {
             tracing::error!(sink = %self.name, error = %reason, code = ?code, "Kafka producer hit a fatal error; recreating it.");
-            *self.producer.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        } else if stalled {
+            tracing::warn!(sink = %self.name, "Kafka producer delivered nothing and its messages timed out; recreating it.");
+        } else {
+            return;
         }
+        *self.producer.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// Enqueues one record, waiting while the producer queue is full.
@@ -123,7 +136,9 @@ impl Sink for KafkaSink {
     }
 
     async fn publish(&self, batch: &[Event]) -> Vec<Outcome> {
-        let producer = match self.producer().await {
+        // A producer that cannot be created now (first use, or after a fatal error) keeps the batch in the
+        // outbox: only the startup check may call that permanent.
+        let producer = match self.producer(client::classify_create_in_publish).await {
             Ok(p) => p,
             Err(e) => return Outcome::all(batch.len(), Err(e)),
         };
@@ -135,28 +150,39 @@ impl Sink for KafkaSink {
             };
             pending.push(enqueued);
         }
-        let outcomes = join_all(pending.into_iter().map(|p| async move {
+        // Each delivery report with, for failures, librdkafka's error code.
+        let reports = join_all(pending.into_iter().map(|p| async move {
             match p {
-                Err(e) => Outcome::Failed(e),
+                Err(e) => Err((e, None)),
                 Ok(fut) => match fut.await {
-                    Ok(Ok(_delivery)) => Outcome::Delivered,
-                    Ok(Err((e, _msg))) => Outcome::Failed(client::classify(&e)),
+                    Ok(Ok(_delivery)) => Ok(()),
+                    Ok(Err((e, _msg))) => Err((client::classify(&e), e.rdkafka_error_code())),
                     Err(_canceled) => {
-                        Outcome::Failed(SinkError::Retryable("producer went away".into()))
+                        Err((SinkError::Retryable("producer went away".into()), None))
                     }
                 },
             }
         }))
         .await;
-        if outcomes.iter().any(|o| matches!(o, Outcome::Failed(_))) {
-            self.reset_if_fatal(&producer);
+        if reports.iter().any(Result::is_err) {
+            let stalled = !reports.iter().any(Result::is_ok)
+                && reports
+                    .iter()
+                    .any(|r| matches!(r, Err((_, Some(RDKafkaErrorCode::MessageTimedOut)))));
+            self.reset_if_broken(&producer, stalled);
         }
-        outcomes
+        reports
+            .into_iter()
+            .map(|r| match r {
+                Ok(()) => Outcome::Delivered,
+                Err((e, _)) => Outcome::Failed(e),
+            })
+            .collect()
     }
 
     /// Creates the producer and fetches cluster metadata, both on the blocking pool.
     async fn healthcheck(&self) -> Result<(), SinkError> {
-        let producer = self.producer().await?;
+        let producer = self.producer(client::classify_create).await?;
         let timeout = Duration::from_secs(self.cfg.healthcheck_timeout_secs);
         let brokers = tokio::task::spawn_blocking(move || {
             producer

@@ -7,6 +7,7 @@ use std::time::Duration;
 use cloudevents::Event;
 use groupwatch::change::ChangeKind::Added;
 use groupwatch::relay;
+use groupwatch::sink::{Sink, SinkError};
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
@@ -94,4 +95,42 @@ async fn mock_cluster_faults_lose_nothing_and_duplicate_nothing() {
     want.sort();
     have.sort();
     assert_eq!(have, want);
+}
+
+#[tokio::test]
+async fn a_producer_that_cannot_be_created_keeps_events_in_the_outbox() {
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("gw", 1, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // librdkafka loads the CA when it creates the client: a missing file makes creation itself fail.
+    let ca = dir.path().join("missing-ca.pem");
+    let sink = kafka_sink(
+        "events",
+        &mock.bootstrap_servers(),
+        "gw",
+        &format!(
+            "[sinks.events.properties]\n\"security.protocol\" = \"ssl\"\n\"ssl.ca.location\" = \"{}\"",
+            ca.display()
+        ),
+    );
+    let e = sink.healthcheck().await.unwrap_err();
+    assert!(
+        matches!(e, SinkError::Permanent(_)),
+        "the startup check refuses to start: {e:?}"
+    );
+
+    // While running (the producer is re-created after a fatal error, and the CA file is gone since the
+    // start), the same failure is about this host, not the events: they wait, nothing is dead-lettered.
+    let (_d, store) = temp_store();
+    let evs = events(0, 3);
+    for e in &evs {
+        store.outbox_push("events", e).unwrap();
+    }
+    let p = relay::deliver_once(&store, &sink, 50).await.unwrap();
+    assert_eq!((p.delivered, p.kept, p.dead), (0, 3, 0), "{p:?}");
+    let e = p.error.unwrap();
+    assert!(e.is_retryable(), "{e:?}");
+    assert!(e.to_string().contains("ssl.ca.location"), "{e}");
+    assert_eq!(store.outbox_depth("events", 10), 3);
+    assert_eq!(store.dlq_count("events").unwrap(), 0);
 }

@@ -9,9 +9,10 @@ use groupwatch::change::ChangeKind::Added;
 use groupwatch::relay;
 use groupwatch::store::{DlqFilter, Store};
 
+use crate::support::sinks::broker::free_port;
 use crate::support::sinks::receiver::{Receiver, Reply};
 use crate::support::sinks::{
-    RelayTask, SECRET_A, SECRET_B, event, ids, temp_store, wait_for, webhook_sink,
+    RelayTask, SECRET_A, SECRET_B, event, ids, sink_from_toml, temp_store, wait_for, webhook_sink,
 };
 
 const FAST: &str = "[0.05, 0.05, 0.05]";
@@ -80,12 +81,137 @@ async fn retries_webhook_on_503_with_the_same_webhook_id() {
 }
 
 #[tokio::test]
+async fn retries_webhook_on_408_with_the_same_webhook_id() {
+    let rx = Receiver::start(&[SECRET_A]).await;
+    rx.script([Reply::status(408), Reply::status(408)]);
+    let (_d, store) = temp_store();
+    let evs = stage(&store, "hooks", 1);
+    let relay = RelayTask::spawn(
+        &store,
+        Arc::new(webhook_sink("hooks", &rx.url(), &[SECRET_A], FAST)),
+    );
+    rx.wait_delivered(1, Duration::from_secs(10)).await;
+    relay.stop().await;
+    let hits = rx.hits();
+    assert_eq!(
+        hits.iter().map(|h| h.status).collect::<Vec<_>>(),
+        [408, 408, 204],
+        "408 Request Timeout is retried"
+    );
+    assert!(hits.iter().all(|h| h.id == ids(&evs)[0]));
+    assert!(empty(&store, "hooks"));
+    assert_eq!(store.dlq_count("hooks").unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_receiver_slower_than_timeout_secs_is_retried_with_the_same_webhook_id() {
+    let rx = Receiver::start(&[SECRET_A]).await;
+    // The first request is answered only after 2 s; the sender gives up after 1 s.
+    rx.script([Reply::status(204).delay(Duration::from_secs(2))]);
+    let (_d, store) = temp_store();
+    let evs = stage(&store, "hooks", 1);
+    let sink = sink_from_toml(
+        "hooks",
+        &format!(
+            "type = \"webhook\"\nurl = \"{}\"\nsecrets = [\"{SECRET_A}\"]\ntimeout_secs = 1\nretry_schedule_secs = {FAST}\nretry_jitter = 0.0\n",
+            rx.url()
+        ),
+    );
+    let started = std::time::Instant::now();
+    let p = relay::deliver_once(&store, &sink, 50).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!((p.delivered, p.rescheduled, p.dead), (0, 1, 0), "{p:?}");
+    assert!(p.error.unwrap().is_retryable());
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(1900),
+        "the attempt was cut off by timeout_secs, after {took:?}"
+    );
+
+    tokio::time::sleep(Duration::from_millis(100)).await; // the 0.05 s retry is due
+    assert_eq!(relay::drain(&store, &sink, 50).await.unwrap(), 1);
+    let hits = rx.hits();
+    assert_eq!(hits.len(), 2);
+    assert!(
+        hits.iter().all(|h| h.id == ids(&evs)[0]),
+        "the retry carries the same webhook-id, so the receiver can drop the repeat"
+    );
+    assert!(empty(&store, "hooks"));
+    assert_eq!(store.dlq_count("hooks").unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_retried_until_the_receiver_appears() {
+    let port = free_port(); // nothing listens here yet
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let (_d, store) = temp_store();
+    let evs = stage(&store, "hooks", 2);
+    let sink = webhook_sink(
+        "hooks",
+        &url,
+        &[SECRET_A],
+        "[0.05, 0.05, 0.05, 0.05, 0.05, 0.05]",
+    );
+    for _ in 0..2 {
+        let p = relay::deliver_once(&store, &sink, 50).await.unwrap();
+        // The first event is rescheduled; the sink stops there, so the second waits unattempted.
+        assert_eq!(
+            (p.delivered, p.rescheduled, p.kept, p.dead),
+            (0, 1, 1, 0),
+            "{p:?}"
+        );
+        assert!(p.error.unwrap().is_retryable());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let later = Utc::now() + chrono::Duration::hours(1);
+    let rows = store.pending("hooks", later, 10).unwrap();
+    assert_eq!(
+        rows.iter().map(|p| p.attempts).collect::<Vec<_>>(),
+        [2, 0],
+        "attempts are counted on the event that was tried"
+    );
+    assert_eq!(store.dlq_count("hooks").unwrap(), 0, "not dead-lettered");
+
+    let rx = Receiver::start_on(&[SECRET_A], port).await;
+    assert_eq!(relay::drain(&store, &sink, 50).await.unwrap(), 2);
+    assert_eq!(rx.delivered_ids(), ids(&evs));
+    assert!(empty(&store, "hooks"));
+    assert_eq!(store.dlq_count("hooks").unwrap(), 0);
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed_and_dead_letter() {
+    let rx = Receiver::start(&[SECRET_A]).await;
+    let moved = rx.url_for("/moved");
+    let codes = [301, 302, 303, 307, 308];
+    rx.script(codes.map(|c| Reply::status(c).location(&moved)));
+    let (_d, store) = temp_store();
+    let evs = stage(&store, "hooks", 6);
+    let sink = webhook_sink("hooks", &rx.url(), &[SECRET_A], FAST);
+    assert_eq!(relay::drain(&store, &sink, 50).await.unwrap(), 1);
+    let hits = rx.hits();
+    assert!(
+        hits.iter().all(|h| h.path == "/hook" && h.method == "POST"),
+        "a redirect was followed: {:?}",
+        hits.iter()
+            .map(|h| format!("{} {}", h.method, h.path))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(hits.len(), 6, "one attempt each: redirects are not retried");
+    let dead = store.dlq_list(&DlqFilter::default()).unwrap();
+    assert_eq!(dead.len(), codes.len());
+    for ((_, d), (code, ev)) in dead.iter().zip(codes.iter().zip(&evs)) {
+        assert_eq!(&d.event, ev);
+        assert_eq!(d.attempts, 1);
+        assert!(d.error.contains(&format!("HTTP {code}")), "{}", d.error);
+    }
+    assert_eq!(rx.delivered_ids(), ids(&evs[5..]));
+    assert!(empty(&store, "hooks"));
+}
+
+#[tokio::test]
 async fn honours_retry_after_on_429() {
     let rx = Receiver::start(&[SECRET_A]).await;
-    rx.script([Reply {
-        status: 429,
-        retry_after: Some("1".into()),
-    }]);
+    rx.script([Reply::status(429).retry_after("1")]);
     let (_d, store) = temp_store();
     stage(&store, "hooks", 1);
     let relay = RelayTask::spawn(
@@ -164,7 +290,13 @@ async fn disables_endpoint_on_410_and_remembers_it_across_restart() {
     let r = groupwatch::health::readiness(&cfg, &store).unwrap();
     assert!(!r.ready);
     assert_eq!(r.sinks["hooks"].dead_lettered, 4);
-    assert!(r.sinks["hooks"].disabled.as_deref().unwrap().contains("410"));
+    assert!(
+        r.sinks["hooks"]
+            .disabled
+            .as_deref()
+            .unwrap()
+            .contains("410")
+    );
     assert!(
         r.problems[0].contains("dlq replay --config FILE --sink hooks"),
         "{:?}",

@@ -1,6 +1,6 @@
 //! A real webhook receiver: axum on 127.0.0.1:0. It verifies Standard Webhooks signatures with its own
-//! HMAC code (not groupwatch's signer), records every attempt, and answers with a status a test can script
-//! and switch mid-test.
+//! HMAC code (not groupwatch's signer), records every attempt (on any path, so a followed redirect shows),
+//! and answers with a status, `Retry-After`, `Location` and delay a test can script and switch mid-test.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -9,20 +9,21 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-/// One answer: a status and an optional `Retry-After`.
+/// One answer: a status, an optional `Retry-After` and `Location`, and an optional delay before answering.
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub status: u16,
     pub retry_after: Option<String>,
+    pub location: Option<String>,
+    pub delay: Option<Duration>,
 }
 
 impl Reply {
@@ -30,13 +31,36 @@ impl Reply {
         Self {
             status,
             retry_after: None,
+            location: None,
+            delay: None,
         }
+    }
+
+    /// With a `Retry-After` header.
+    pub fn retry_after(mut self, value: &str) -> Self {
+        self.retry_after = Some(value.to_owned());
+        self
+    }
+
+    /// With a `Location` header (a redirect target).
+    pub fn location(mut self, url: &str) -> Self {
+        self.location = Some(url.to_owned());
+        self
+    }
+
+    /// Answers only after `delay` (the request is recorded when it arrives).
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
+        self
     }
 }
 
 /// One request as received.
 #[derive(Debug, Clone)]
 pub struct Hit {
+    pub method: String,
+    /// The request path: `/hook` unless the sender went somewhere else (e.g. followed a redirect).
+    pub path: String,
     pub id: String,
     pub timestamp: String,
     pub signature: String,
@@ -65,7 +89,7 @@ struct Inner {
 /// Handle to a running receiver; dropping it stops the server.
 #[derive(Clone)]
 pub struct Receiver {
-    url: String,
+    base: String,
     inner: Arc<Mutex<Inner>>,
     _stop: Arc<DropGuard>,
 }
@@ -86,9 +110,35 @@ fn matches(key: &[u8], id: &str, ts: &str, body: &[u8], sig_b64: &str) -> bool {
 
 async fn handle(
     State(inner): State<Arc<Mutex<Inner>>>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let (status, reply) = record(&inner, &method, &uri, &headers, body);
+    if let Some(d) = reply.delay {
+        // The request is on record already: a sender that gives up meanwhile has still "delivered" it.
+        tokio::time::sleep(d).await;
+    }
+    let mut resp = StatusCode::from_u16(status).unwrap().into_response();
+    if let Some(ra) = reply.retry_after {
+        resp.headers_mut()
+            .insert("retry-after", ra.parse().unwrap());
+    }
+    if let Some(to) = reply.location {
+        resp.headers_mut().insert("location", to.parse().unwrap());
+    }
+    resp
+}
+
+/// Verifies and records one request; returns the status to answer and the scripted reply.
+fn record(
+    inner: &Mutex<Inner>,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> (u16, Reply) {
     let h = |k: &str| {
         headers
             .get(k)
@@ -101,7 +151,7 @@ async fn handle(
         h("webhook-timestamp"),
         h("webhook-signature"),
     );
-    let mut g = lock(&inner);
+    let mut g = lock(inner);
     let secrets_matched = g
         .keys
         .iter()
@@ -119,6 +169,8 @@ async fn handle(
         reply.status
     };
     g.hits.push(Hit {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
         id,
         timestamp: ts,
         signature: sig,
@@ -128,17 +180,17 @@ async fn handle(
         status,
         at: Instant::now(),
     });
-    let mut resp = StatusCode::from_u16(status).unwrap().into_response();
-    if let Some(ra) = reply.retry_after {
-        resp.headers_mut()
-            .insert("retry-after", ra.parse().unwrap());
-    }
-    resp
+    (status, reply)
 }
 
 impl Receiver {
     /// Starts a receiver that knows `secrets` (`whsec_…`) and answers 204 unless told otherwise.
     pub async fn start(secrets: &[&str]) -> Receiver {
+        Self::start_on(secrets, 0).await
+    }
+
+    /// [`Receiver::start`] on a given port of 127.0.0.1 (0: any), e.g. one a sender already targets.
+    pub async fn start_on(secrets: &[&str], port: u16) -> Receiver {
         let keys = secrets
             .iter()
             .map(|s| B64.decode(s.strip_prefix("whsec_").unwrap()).unwrap())
@@ -149,11 +201,13 @@ impl Receiver {
             default: Reply::status(204),
             hits: Vec::new(),
         }));
-        let app = Router::new()
-            .route("/hook", post(handle))
-            .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        // Every method and path is answered and recorded, so a test sees a request that went elsewhere
+        // (a followed redirect) as well as those to `/hook`.
+        let app = Router::new().fallback(handle).with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
         let stop = CancellationToken::new();
         let token = stop.clone();
         tokio::spawn(async move {
@@ -163,14 +217,20 @@ impl Receiver {
                 .unwrap();
         });
         Receiver {
-            url,
+            base,
             inner,
             _stop: Arc::new(stop.drop_guard()),
         }
     }
 
+    /// The webhook endpoint, `http://127.0.0.1:PORT/hook`.
     pub fn url(&self) -> String {
-        self.url.clone()
+        self.url_for("/hook")
+    }
+
+    /// Another URL on this receiver (requests to it are recorded too).
+    pub fn url_for(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
     }
 
     /// From now on, answer `status` (after any scripted replies).
