@@ -139,6 +139,11 @@ impl Change {
 
 /// Reads the payload back out of an event (sinks, tests).
 pub fn event_data(event: &Event) -> Option<EventData> {
+    data_as(event)
+}
+
+/// Decodes an event's `data` as `T`, whichever of the three CloudEvents data forms holds it.
+pub fn data_as<T: serde::de::DeserializeOwned>(event: &Event) -> Option<T> {
     match event.data()? {
         cloudevents::Data::Json(v) => serde_json::from_value(v.clone()).ok(),
         cloudevents::Data::String(s) => serde_json::from_str(s).ok(),

@@ -99,11 +99,7 @@ impl CalendarChange {
 
 /// Reads a calendar payload back out of an event (sinks, tests).
 pub fn calendar_data(event: &Event) -> Option<CalendarEventData> {
-    match event.data()? {
-        cloudevents::Data::Json(v) => serde_json::from_value(v.clone()).ok(),
-        cloudevents::Data::String(s) => serde_json::from_str(s).ok(),
-        cloudevents::Data::Binary(b) => serde_json::from_slice(b).ok(),
-    }
+    super::envelope::data_as(event)
 }
 
 #[cfg(test)]

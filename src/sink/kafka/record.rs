@@ -27,16 +27,8 @@ pub struct KafkaRecord {
 
 /// The partition key: the event data's `groupId`, falling back to the event source (always set).
 pub fn key_of(ev: &Event) -> String {
-    let from_data = match ev.data() {
-        Some(Data::Json(v)) => v.get("groupId").and_then(|g| g.as_str()).map(str::to_owned),
-        Some(Data::String(s)) => serde_json::from_str::<serde_json::Value>(s)
-            .ok()
-            .and_then(|v| v.get("groupId")?.as_str().map(str::to_owned)),
-        Some(Data::Binary(b)) => serde_json::from_slice::<serde_json::Value>(b)
-            .ok()
-            .and_then(|v| v.get("groupId")?.as_str().map(str::to_owned)),
-        None => None,
-    };
+    let from_data = crate::change::envelope::data_as::<serde_json::Value>(ev)
+        .and_then(|v| v.get("groupId")?.as_str().map(str::to_owned));
     from_data.unwrap_or_else(|| ev.source().to_string())
 }
 
