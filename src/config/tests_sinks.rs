@@ -101,7 +101,7 @@ fn every_sink_problem_is_reported_with_its_key() {
         .replace("topic = \"groupwatch.events\"", "topic = \"bad topic\"")
         .replace(
             "\"linger.ms\" = 5",
-            "\"enable.idempotence\" = false\nacks = \"1\"\n\"bootstrap.servers\" = \"x:1\"",
+            "\"enable.idempotence\" = false\n\"enable.gapless.guarantee\" = false\nacks = \"1\"\n\"bootstrap.servers\" = \"x:1\"",
         )
         .replace("https://hooks.example.com/groupwatch", "ftp://nope")
         .replace(
@@ -114,6 +114,7 @@ fn every_sink_problem_is_reported_with_its_key() {
         "sinks.events.brokers[0]",
         "sinks.events.topic",
         "sinks.events.properties.\"enable.idempotence\"",
+        "sinks.events.properties.\"enable.gapless.guarantee\"",
         "sinks.events.properties.\"acks\"",
         "sinks.events.properties.\"bootstrap.servers\"",
         "sinks.hooks.url",

@@ -86,6 +86,11 @@ pub(super) fn kafka(k: &str, cfg: &KafkaSinkConfig, c: &mut Collector) {
                 pk,
                 "must stay true: without it a producer retry can duplicate or reorder a group's events",
             );
+        } else if prop == "enable.gapless.guarantee" && value != "true" {
+            c.push(
+                pk,
+                "must stay true: without it a lost message could be retried after later ones of its group",
+            );
         } else if prop == "acks" && !matches!(value.as_str(), "all" | "-1") {
             c.push(
                 pk,

@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RelayConfig;
-use crate::sink::{AnySink, Outcome, Sink, SinkError};
+use crate::sink::{AnySink, Outcome, RetryMode, Sink, SinkError};
 use crate::store::{Disposition, Store, StoreError};
 
 pub use report::sink_report;
@@ -131,15 +131,30 @@ pub async fn deliver_once(
         }
     };
     let mode = sink.retry_mode();
+    let scheduled = matches!(mode, RetryMode::Schedule(_));
     let mut progress = Progress::default();
     let mut settled = Vec::with_capacity(rows.len());
+    // With per-event schedules, rows a sink skipped after a retryable failure (the endpoint is unwell) join
+    // that failure's schedule: the outbox keeps draining while a receiver is down, so a dead webhook never
+    // fills its outbox to the high-water mark that would pause polling for every other sink, and each event
+    // is dead-lettered when its own schedule runs out. The endpoint still sees one request per round.
+    let mut unwell: Option<SinkError> = None;
     for (i, p) in rows.into_iter().enumerate() {
         // A sink that reported fewer outcomes than events did not attempt the rest.
-        let outcome = outcomes.get(i).unwrap_or(&Outcome::NotAttempted);
-        if let (Outcome::Failed(e), None) = (outcome, &progress.error) {
-            progress.error = Some(e.clone());
+        let reported = outcomes.get(i).cloned().unwrap_or(Outcome::NotAttempted);
+        let outcome = match (reported, &unwell) {
+            (Outcome::NotAttempted, Some(e)) => Outcome::Failed(e.deferred()),
+            (o, _) => o,
+        };
+        if let Outcome::Failed(e) = &outcome {
+            if progress.error.is_none() {
+                progress.error = Some(e.clone());
+            }
+            if scheduled && unwell.is_none() && e.is_retryable() {
+                unwell = Some(e.clone());
+            }
         }
-        let d = decide::disposition_now(p.attempts, outcome, &mode);
+        let d = decide::disposition_now(p.attempts, &outcome, &mode);
         match &d {
             Disposition::Ack => progress.delivered += 1,
             Disposition::Keep => progress.kept += 1,
@@ -226,7 +241,12 @@ pub async fn run(
                 }
                 continue;
             }
-            Ok(p) if p.delivered > 0 || p.dead > 0 => {
+            Ok(p) if p.moved() > 0 => {
+                // Rows left the outbox (delivered, scheduled for a retry of their own, or dead-lettered): go
+                // on with the next ones at once. Only a round that moved nothing backs off.
+                if let Some(e) = &p.error {
+                    tracing::warn!(sink = %sink.name(), error = %e, delivered = p.delivered, rescheduled = p.rescheduled, dead = p.dead, "Some events failed; each waits durably for its next scheduled attempt.");
+                }
                 tracing::debug!(sink = %sink.name(), delivered = p.delivered, rescheduled = p.rescheduled, dead = p.dead, kept = p.kept, "Delivered outbox rows.");
                 delays = backoff(&cfg);
                 if shutdown.is_cancelled() {

@@ -2,7 +2,8 @@
 //!
 //! Re-planning never disturbs a running batch's cursor:
 //! - a group removed from the configuration is dropped from its batch's *active* set; the saved link still
-//!   covers it, its entries are ignored, and its stored state is forgotten;
+//!   covers it, its entries are ignored, and its stored state is forgotten; the batch's stored group set
+//!   shrinks with it, so watching the group again later puts it into a new batch with its own first round;
 //! - a new group goes into a new batch with its own first round, so other batches keep their links;
 //! - a batch whose groups are all gone is deleted;
 //! - a batch that must now also select owners restarts with a full round, which for already-known groups is
@@ -103,7 +104,11 @@ pub fn reconcile(cfg: &Config, store: &Store) -> Result<Plan> {
                 tracing::info!(batch = %key, owners, "Batch selection changed; it restarts with a full round.");
                 rec.restart_full(active.clone(), owners);
                 store.put_batch(&key, &rec)?;
-            } else if rec.link.is_none() && rec.groups != active {
+            } else if rec.groups != active {
+                // Persist the shrunk set even while the batch keeps its link: a group dropped here and
+                // watched again later is then no longer in any batch, so it gets a fresh batch with its own
+                // first round (its state was forgotten) instead of rejoining a link that has no baseline
+                // for it.
                 rec.groups = active.clone();
                 store.put_batch(&key, &rec)?;
             }

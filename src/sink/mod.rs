@@ -48,6 +48,20 @@ impl SinkError {
         matches!(self, SinkError::Retryable(_) | SinkError::RetryAfter { .. })
     }
 
+    /// The same failure for an event the sink did not send because the endpoint had just failed: it joins
+    /// that failure's schedule (and keeps its `Retry-After`) instead of waiting at the head of the outbox.
+    pub fn deferred(&self) -> SinkError {
+        let note = |m: &str| format!("not sent, the endpoint had just failed: {m}");
+        match self {
+            SinkError::Retryable(m) => SinkError::Retryable(note(m)),
+            SinkError::RetryAfter { message, after } => SinkError::RetryAfter {
+                message: note(message),
+                after: *after,
+            },
+            other => other.clone(),
+        }
+    }
+
     /// The receiver's `Retry-After`, if it sent one.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {

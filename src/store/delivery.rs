@@ -13,7 +13,8 @@ use super::{OutboxRow, Result, Store, StoreError, decode, encode, outbox_prefix}
 /// A row waiting for its next attempt, in the `retry` tree.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RetryRecord {
-    /// Attempts made so far.
+    /// Steps of the retry schedule used so far: rounds in which the event was due and either failed or
+    /// was held back because the endpoint had just failed (`last_error` then says "not sent").
     pub attempts: u32,
     /// The last failure, for logs, `groupwatch state` and the dead letter.
     pub last_error: String,

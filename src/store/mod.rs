@@ -143,6 +143,32 @@ pub struct GroupRecord {
     pub deleted: bool,
 }
 
+/// How long [`Store::open`] waits for a lock that the same process is still releasing.
+const LOCK_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Opens sled, waiting briefly while its file lock is held. sled releases the lock from a background
+/// thread some milliseconds after the last handle is dropped, so an in-process re-open (`login` then
+/// `run` in the demo and the tests) can otherwise fail at random. Another live process holding the store
+/// still fails, after the wait, with the lock error.
+fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db> {
+    let started = std::time::Instant::now();
+    loop {
+        match sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .open()
+        {
+            Err(sled::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    && started.elapsed() < LOCK_RELEASE_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 /// The sled database.
 #[derive(Clone)]
 pub struct Store {
@@ -241,10 +267,7 @@ impl Store {
     /// As [`Store::open`].
     pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Self> {
         harden::create_private_dir(path)?;
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_bytes)
-            .open()?;
+        let db = open_db(path, cache_bytes)?;
         let meta = db.open_tree("meta")?;
         match meta.get("schema")? {
             None => {

@@ -112,3 +112,53 @@ async fn turning_on_owners_restarts_the_batch_as_a_resync_without_duplicates() {
     assert_eq!(w.events().len(), 2);
     assert_eq!(w.events()[1]["type"], "groupwatch.owner.added");
 }
+
+#[tokio::test]
+async fn a_group_watched_again_after_removal_gets_its_own_first_round() {
+    let w = World::new(2, 4, 100).await;
+    let (g0, g1) = (w.groups[0].clone(), w.groups[1].clone());
+    let first_key;
+    {
+        let d = daemon(&w, &[g0.clone(), g1.clone()]).await;
+        w.cycle(&d).await;
+        first_key = d.plan().batches[0].key.clone();
+    }
+    {
+        // g0 is dropped while its batch keeps the deltaLink (g1 is still watched there).
+        let d = daemon(&w, std::slice::from_ref(&g1)).await;
+        w.cycle(&d).await;
+    }
+    // Changes while g0 is not watched are not ours to report.
+    w.sim.remove_member(&g0, &user(1), RemovedReason::Deleted);
+    let d = daemon(&w, &[g0.clone(), g1.clone()]).await;
+    let batch_of_g0 = d
+        .plan()
+        .batches
+        .iter()
+        .find(|b| b.groups.contains(&g0))
+        .unwrap()
+        .key
+        .clone();
+    assert_ne!(
+        batch_of_g0, first_key,
+        "a re-watched group starts in a batch of its own"
+    );
+    w.cycle(&d).await;
+    assert!(
+        w.events().is_empty(),
+        "the new first round is a silent from_now baseline: {:?}",
+        w.events()
+    );
+    // After the baseline, real changes of g0 are reported; a removal needs the baseline to be seen.
+    w.sim.remove_member(&g0, &user(2), RemovedReason::Deleted);
+    w.sim.add_member(&g1, &user(100_900), MemberKind::User);
+    w.cycle(&d).await;
+    let mut got: Vec<_> = w.events().iter().map(key).collect();
+    got.sort();
+    let mut want = vec![
+        ("groupwatch.member.removed".to_string(), g0.clone(), user(2)),
+        ("groupwatch.member.added".to_string(), g1.clone(), user(100_900)),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+}

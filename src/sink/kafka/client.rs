@@ -17,6 +17,11 @@ pub fn producer_config(cfg: &KafkaSinkConfig) -> ClientConfig {
     cc.set("bootstrap.servers", cfg.brokers.join(","))
         // Idempotence: librdkafka's own retries can neither duplicate nor reorder a partition's messages.
         .set("enable.idempotence", "true")
+        // A message that fails for good while later ones of its partition succeed would be a gap, and its
+        // retry from the outbox would land after them: a group's events out of order. With the gapless
+        // guarantee such a failure is a fatal producer error instead; every unacked event of the batch then
+        // fails, stays in the outbox in order, and the sink recreates the producer.
+        .set("enable.gapless.guarantee", "true")
         .set("acks", "all")
         .set(
             "message.timeout.ms",
@@ -83,6 +88,7 @@ mod tests {
         let cc = producer_config(&cfg);
         assert_eq!(cc.get("bootstrap.servers"), Some("a:9092,b:9092"));
         assert_eq!(cc.get("enable.idempotence"), Some("true"));
+        assert_eq!(cc.get("enable.gapless.guarantee"), Some("true"));
         assert_eq!(cc.get("acks"), Some("all"));
         assert_eq!(cc.get("message.timeout.ms"), Some("7000"));
         assert_eq!(cc.get("compression.type"), Some("zstd"));

@@ -169,3 +169,96 @@ sinks = ["kafka", "hooks"]
     assert_eq!(a, b, "both sinks got the same events");
     assert_eq!(store.dlq_count("hooks").unwrap(), 0);
 }
+
+/// A webhook that is down for the whole run, with a high-water mark far below the churn: the other sink
+/// must keep getting every event and polling must never pause, because the down webhook's events move onto
+/// their own retry schedules instead of piling up in its outbox.
+#[tokio::test]
+async fn a_down_webhook_never_pauses_polling_for_the_other_sinks() {
+    let sim = Sim::start(SimConfig::default()).await.unwrap();
+    let rx = Receiver::start(&[SECRET_A]).await;
+    rx.set_status(503);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.jsonl");
+    let cfg = Config::from_toml(&format!(
+        r#"
+[store]
+path = "{store}"
+
+[poll]
+outbox_high_water = 5
+
+[relay]
+batch_size = 4
+retry_initial_ms = 20
+retry_max_secs = 1
+
+[connections.sim]
+tenant_id = "{tenant}"
+client_id = "{client}"
+client_secret = "{secret}"
+graph_url = "{graph}"
+authority_url = "{graph}"
+
+[sinks.file]
+type = "jsonl"
+path = "{file}"
+
+[sinks.hooks]
+type = "webhook"
+url = "{hook}"
+secrets = ["{SECRET_A}"]
+retry_schedule_secs = [3600]
+
+[[subscriptions]]
+id = "down"
+connection = "sim"
+kind = "members"
+groups = ["{group}"]
+sinks = ["file", "hooks"]
+"#,
+        store = dir.path().join("state").display(),
+        tenant = sim.tenant_id(),
+        client = sim.client_id(),
+        secret = sim.client_secret(),
+        graph = sim.base_url(),
+        file = file.display(),
+        hook = rx.url(),
+        group = GROUPS[0],
+    ))
+    .unwrap();
+    sim.create_group(GROUPS[0], "g");
+    let shutdown = CancellationToken::new();
+    let daemon = Daemon::build(cfg, shutdown.clone()).await.unwrap();
+    daemon.poll_all_once().await.unwrap(); // baseline
+    let tracker = TaskTracker::new();
+    daemon.spawn_relays(&tracker);
+    let store = daemon.store().clone();
+    let mut expected = 0;
+    for round in 0..5 {
+        for _ in 0..6 {
+            expected += 1;
+            sim.add_member(GROUPS[0], &member(expected), MemberKind::User);
+        }
+        let reports = daemon.poll_all_once().await.unwrap();
+        assert!(
+            reports.iter().all(|r| !r.backpressure && r.events == 6),
+            "round {round}: polling went on: {reports:?}"
+        );
+        wait_for(Duration::from_secs(20), "the hooks outbox drained", || {
+            store.outbox_depth("hooks", 10) == 0 && store.outbox_depth("file", 10) == 0
+        })
+        .await;
+    }
+    shutdown.cancel();
+    tracker.close();
+    tracker.wait().await;
+    let got = crate::support::read_events(&file);
+    assert_eq!(got.len(), expected, "the file sink got every event");
+    assert_eq!(
+        store.retry_depth("hooks", usize::MAX),
+        expected,
+        "every webhook event waits on its schedule: nothing lost"
+    );
+    assert!(rx.delivered_ids().is_empty());
+}

@@ -153,10 +153,11 @@ async fn a_refused_connection_is_retried_until_the_receiver_appears() {
     );
     for _ in 0..2 {
         let p = relay::deliver_once(&store, &sink, 50).await.unwrap();
-        // The first event is rescheduled; the sink stops there, so the second waits unattempted.
+        // The first event is tried and rescheduled; the sink stops there, and the second, not sent to an
+        // endpoint that just failed, joins the same schedule.
         assert_eq!(
             (p.delivered, p.rescheduled, p.kept, p.dead),
-            (0, 1, 1, 0),
+            (0, 2, 0, 0),
             "{p:?}"
         );
         assert!(p.error.unwrap().is_retryable());
@@ -166,8 +167,13 @@ async fn a_refused_connection_is_retried_until_the_receiver_appears() {
     let rows = store.pending("hooks", later, 10).unwrap();
     assert_eq!(
         rows.iter().map(|p| p.attempts).collect::<Vec<_>>(),
-        [2, 0],
-        "attempts are counted on the event that was tried"
+        [2, 2],
+        "both events moved two steps along the schedule"
+    );
+    assert_eq!(
+        store.outbox_depth("hooks", 10),
+        0,
+        "the outbox drained while the receiver was away"
     );
     assert_eq!(store.dlq_count("hooks").unwrap(), 0, "not dead-lettered");
 
@@ -399,4 +405,36 @@ async fn a_failing_webhook_does_not_delay_another_sink() {
     );
     r1.stop().await;
     r2.stop().await;
+}
+
+#[tokio::test]
+async fn a_down_webhook_keeps_its_outbox_draining_onto_per_event_schedules() {
+    let down = Receiver::start(&[SECRET_A]).await;
+    down.set_status(503);
+    let (_d, store) = temp_store();
+    stage(&store, "down", 250);
+    let sink = webhook_sink("down", &down.url(), &[SECRET_A], "[30, 30]");
+    let mut rescheduled = 0;
+    for _ in 0..3 {
+        rescheduled += relay::deliver_once(&store, &sink, 100)
+            .await
+            .unwrap()
+            .rescheduled;
+    }
+    assert_eq!(rescheduled, 250);
+    assert_eq!(
+        store.outbox_depth("down", usize::MAX),
+        0,
+        "the outbox drained although the receiver is down"
+    );
+    assert_eq!(
+        store.retry_depth("down", usize::MAX),
+        250,
+        "every event waits on a schedule of its own: nothing lost"
+    );
+    assert_eq!(
+        down.hits().len(),
+        3,
+        "one request per round: the rest of a round is not sent to an endpoint that just failed"
+    );
 }
