@@ -127,6 +127,11 @@ impl Daemon {
         &self.plan
     }
 
+    /// The membership poller the scheduler's jobs share (for drivers that poll batches side by side).
+    pub fn poller(&self) -> &Poller {
+        &self.poller
+    }
+
     /// Polls every batch once, in plan order.
     ///
     /// # Errors

@@ -67,6 +67,11 @@ pub struct CalendarGroupState {
     pub polls: u64,
     /// Last completed poll.
     pub last_poll_at: Option<DateTime<Utc>>,
+    /// Seen ids created before this may have been pruned. A window that reaches further back (the overlap
+    /// was raised, or a subscription with a larger one joined) treats unseen events below it as already
+    /// seen: they were listed, and emitted, before they were pruned.
+    #[serde(default)]
+    pub pruned_below: Option<DateTime<Utc>>,
 }
 
 /// How a subscription wants its group polled.
@@ -188,6 +193,20 @@ pub fn decide(
             changes.push((created, id, e));
         };
         match seen.get(&key) {
+            None if state.pruned_below.is_some_and(|p| created < p) => {
+                // Seen and pruned under a smaller overlap: record it again, silently.
+                d.unchanged += 1;
+                kept.push((
+                    key,
+                    SeenEvent {
+                        created,
+                        change_key: ev.change_key.clone(),
+                        version: 1,
+                        id: keep_id,
+                        missed: 0,
+                    },
+                ));
+            }
             None => {
                 let rec = SeenEvent {
                     created,
@@ -255,6 +274,7 @@ pub fn decide(
         watermark,
         polls: state.polls + 1,
         last_poll_at: Some(now),
+        pruned_below: state.pruned_below.max(next_start),
     };
     d
 }
@@ -271,7 +291,13 @@ fn missing(
 ) {
     let mut gone: Vec<(&[u8; 16], &SeenEvent)> = seen
         .iter()
-        .filter(|(k, s)| window_start.is_none_or(|f| s.created >= f) && !in_listing.contains(*k))
+        // A record kept from before `emit_deletes` was switched on has no Outlook id to report: it waits
+        // until it is listed again (and gets its id) or falls behind the window.
+        .filter(|(k, s)| {
+            s.id.is_some()
+                && window_start.is_none_or(|f| s.created >= f)
+                && !in_listing.contains(*k)
+        })
         .collect();
     gone.sort_by(|a, b| (a.1.created, &a.1.id).cmp(&(b.1.created, &b.1.id)));
     for (key, rec) in gone {

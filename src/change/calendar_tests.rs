@@ -306,3 +306,74 @@ fn events_without_id_or_timestamp_are_skipped() {
     );
     assert_eq!(d.skipped, 2);
 }
+
+#[test]
+fn raising_the_overlap_does_not_re_emit_pruned_events() {
+    let mut seen = HashMap::new();
+    let p = policy(); // 10 minutes
+    let s = step(
+        &mut seen,
+        &[ev("a", 0, "1")],
+        &CalendarGroupState::default(),
+        &p,
+        t(0),
+    );
+    let s = step(
+        &mut seen,
+        &[ev("a", 0, "1"), ev("b", 30, "1")],
+        &s,
+        &p,
+        t(31),
+    );
+    assert!(!seen.contains_key(&seen_key("a")), "a was pruned");
+    assert_eq!(s.pruned_below, Some(t(20)));
+    // The operator raises the overlap to two hours: the window now reaches a again.
+    let wide = CalendarPolicy {
+        overlap: Duration::minutes(120),
+        ..p
+    };
+    let d = decide(
+        &[ev("c", 40, "1"), ev("b", 30, "1"), ev("a", 0, "1")],
+        &seen,
+        &s,
+        &wide,
+        t(41),
+    );
+    assert_eq!(
+        created_ids(&d),
+        ["c"],
+        "a was emitted long ago; only c is new"
+    );
+    let s = apply(&mut seen, &d);
+    assert!(seen.contains_key(&seen_key("a")), "a is tracked again");
+    assert!(
+        decide(&[ev("a", 0, "1")], &seen, &s, &wide, t(42))
+            .emit
+            .is_empty()
+    );
+}
+
+#[test]
+fn records_without_an_id_are_never_reported_deleted() {
+    let mut seen = HashMap::new();
+    let p = policy();
+    // Seen while emit_deletes was off: the record has no Outlook id.
+    let s = step(
+        &mut seen,
+        &[ev("a", 0, "1")],
+        &CalendarGroupState::default(),
+        &p,
+        t(0),
+    );
+    let del = CalendarPolicy {
+        emit_deletes: true,
+        ..p
+    };
+    let s = step(&mut seen, &[], &s, &del, t(1));
+    let d = decide(&[], &seen, &s, &del, t(2));
+    assert!(
+        d.emit.iter().all(|e| e.event.id.is_some()),
+        "no deletion without an id: {:?}",
+        d.emit
+    );
+}

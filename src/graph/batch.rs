@@ -87,7 +87,8 @@ impl BatchItemResponse {
 
 /// Sends `gets` in batches of ≤ 20, one batch at a time, and returns each item's result by id. Items answered
 /// 429/503/424 are resent (alone, in new batches) after the largest `Retry-After`, up to `max_retries` times.
-/// Before each send, every item with a [`BatchGet::mailbox`] key waits for a token of `mailbox`.
+/// Each send of a `$batch` call, resends included, waits for a token of `mailbox` per item with a
+/// [`BatchGet::mailbox`] key.
 ///
 /// # Errors
 /// A failing `$batch` call itself (after the client's own retries); per-item failures are in the map.
@@ -105,11 +106,9 @@ pub async fn get_all(
         let mut again = Vec::new();
         let mut wait = Duration::ZERO;
         for chunk in pending.chunks(MAX_BATCH) {
-            for g in chunk {
-                if let (Some(budget), Some(key)) = (mailbox, &g.mailbox) {
-                    budget.until_key_ready(key).await;
-                }
-            }
+            // Every send of this `$batch` (the client's own resends of the whole call included) takes a
+            // token for each item's mailbox.
+            let keys: Vec<&str> = chunk.iter().filter_map(|g| g.mailbox.as_deref()).collect();
             let body = json!({
                 "requests": chunk.iter().map(|g| json!({
                     "id": g.id,
@@ -124,7 +123,7 @@ pub async fn get_all(
                 headers: &[],
                 body: Some(&body),
                 permits: chunk.len().min(OUTLOOK_PARALLEL) as u32,
-                mailbox: None,
+                mailbox: mailbox.map(|m| (m, keys.as_slice())),
             };
             let resp: BatchResponse = client.call_json(call).await?;
             let mut answered: HashMap<String, BatchItemResponse> = resp

@@ -319,13 +319,14 @@ impl CalendarClient {
     async fn fetch(&self, cursors: &[Cursor]) -> Result<Vec<Result<EventsPage>>> {
         if !self.use_batch {
             let headers = [PREFER_UTC];
-            let calls = cursors.iter().map(|c| {
+            let calls = cursors.iter().map(|c| async {
+                let keys = [c.req.group.as_str()];
                 let call = Call {
                     headers: &headers,
-                    mailbox: Some((&self.mailbox, &c.req.group)),
+                    mailbox: Some((&self.mailbox, &keys)),
                     ..Call::get(&c.url)
                 };
-                self.graph.call_json::<EventsPage>(call)
+                self.graph.call_json::<EventsPage>(call).await
             });
             return Ok(futures::future::join_all(calls).await);
         }

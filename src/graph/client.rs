@@ -74,9 +74,10 @@ pub struct Call<'a> {
     pub body: Option<&'a serde_json::Value>,
     /// Permits of the concurrency semaphore held while in flight.
     pub permits: u32,
-    /// The mailbox budget this request counts against, and its key: every attempt (retries and the refresh
-    /// after a 401 included) waits for a token of it.
-    pub mailbox: Option<(&'a MailboxLimiter, &'a str)>,
+    /// The mailbox budget this request counts against, and the mailboxes it touches (one for a plain
+    /// request, one per item for a `$batch`): every attempt (retries, whole-batch resends and the refresh
+    /// after a 401 included) waits for a token of each.
+    pub mailbox: Option<(&'a MailboxLimiter, &'a [&'a str])>,
 }
 
 impl<'a> Call<'a> {
@@ -124,6 +125,10 @@ pub struct GraphClient {
     max_permits: u32,
     max_retries: usize,
     low_priority: bool,
+    /// No request of this client leaves before this instant: the latest `Retry-After` Graph sent (429, or
+    /// 503 with the header). Graph throttles per app and tenant, so every batch of the connection waits,
+    /// not only the request that was refused.
+    throttled_until: std::sync::Mutex<Option<tokio::time::Instant>>,
     /// Request counters.
     pub stats: ClientStats,
 }
@@ -214,6 +219,7 @@ impl GraphClient {
             concurrency,
             max_retries: conn.max_retries,
             low_priority: conn.throttle_priority_low,
+            throttled_until: std::sync::Mutex::new(None),
             stats: ClientStats::default(),
         })
     }
@@ -310,9 +316,12 @@ impl GraphClient {
     async fn send_once<T: DeserializeOwned>(&self, call: Call<'_>) -> Result<T> {
         // A 401 with a cached token may just mean it was revoked or expired early: refresh once.
         for attempt in 0..2 {
-            if let Some((budget, key)) = call.mailbox {
-                budget.until_key_ready(&key.to_owned()).await;
+            if let Some((budget, keys)) = call.mailbox {
+                for key in keys {
+                    budget.until_key_ready(&(*key).to_owned()).await;
+                }
             }
+            self.wait_out_throttle().await;
             self.limiter.until_ready().await;
             let _permit = self
                 .concurrency
@@ -357,6 +366,9 @@ impl GraphClient {
             if matches!(err, Error::Throttled { .. }) {
                 self.stats.throttled.fetch_add(1, Ordering::Relaxed);
             }
+            if let Some(wait) = err.retry_after() {
+                self.hold_off(wait);
+            }
             if matches!(err, Error::Unauthorized { .. }) && attempt == 0 {
                 tracing::info!("Graph refused the access token; fetching a new one.");
                 self.tokens.invalidate().await;
@@ -365,6 +377,31 @@ impl GraphClient {
             return Err(err);
         }
         unreachable!("the loop returns on its second pass")
+    }
+
+    fn throttle_gate(&self) -> std::sync::MutexGuard<'_, Option<tokio::time::Instant>> {
+        self.throttled_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Remembers Graph's `Retry-After` for every later request of this client (the latest end wins).
+    fn hold_off(&self, wait: Duration) {
+        let end = tokio::time::Instant::now() + wait;
+        let mut gate = self.throttle_gate();
+        *gate = Some(gate.map_or(end, |t| t.max(end)));
+    }
+
+    /// Sleeps until a `Retry-After` that Graph sent to any request of this client has elapsed.
+    async fn wait_out_throttle(&self) {
+        let until = *self.throttle_gate();
+        if let Some(t) = until.filter(|t| *t > tokio::time::Instant::now()) {
+            tracing::debug!(
+                wait_ms = (t - tokio::time::Instant::now()).as_millis() as u64,
+                "Waiting out Graph's Retry-After before the next request."
+            );
+            tokio::time::sleep_until(t).await;
+        }
     }
 
     /// Links from Graph are followed only when they point at the configured Graph origin.

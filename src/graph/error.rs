@@ -227,7 +227,8 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Error {
     };
     let message = parsed.message.clone();
     let s = status.as_u16();
-    if s == 410 || (s == 400 && parsed.requires_resync()) {
+    // GRAPH.md §2: "a 4xx with a code such as syncStateNotFound" (400 in the 2020 blog, 410 on Outlook).
+    if s == 410 || ((400..500).contains(&s) && parsed.requires_resync()) {
         let location = headers
             .get(reqwest::header::LOCATION)
             .and_then(|v| v.to_str().ok())
@@ -293,6 +294,21 @@ mod tests {
             matches!(e, Error::ResyncRequired { status: 400, .. }),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn a_resync_code_on_any_4xx_requires_resync() {
+        let body = br#"{"error":{"code":"syncStateNotFound","message":"expired"}}"#;
+        for status in [
+            StatusCode::NOT_FOUND,
+            StatusCode::CONFLICT,
+            StatusCode::FORBIDDEN,
+        ] {
+            let e = classify(status, &HeaderMap::new(), body);
+            assert!(matches!(e, Error::ResyncRequired { .. }), "{status}: {e:?}");
+        }
+        let e = classify(StatusCode::INTERNAL_SERVER_ERROR, &HeaderMap::new(), body);
+        assert!(e.is_retryable(), "a 5xx stays a retry: {e:?}");
     }
 
     #[test]

@@ -158,8 +158,9 @@ fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db> {
             .cache_capacity(cache_bytes)
             .open()
         {
+            // sled wraps the flock error as `Other` with this text.
             Err(sled::Error::Io(e))
-                if e.kind() == std::io::ErrorKind::WouldBlock
+                if e.to_string().contains("could not acquire lock")
                     && started.elapsed() < LOCK_RELEASE_WAIT =>
             {
                 std::thread::sleep(std::time::Duration::from_millis(25));

@@ -157,3 +157,25 @@ fn acked_rows_leave_the_outbox_in_order() {
     assert_eq!(store.outbox_depth("a", 100), 2);
     assert_eq!(store.outbox_depth("b", 100), 5);
 }
+
+#[test]
+fn reopening_right_after_a_drop_waits_for_sled_to_release_its_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..30 {
+        let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("re-open {i}: {e}"));
+        store
+            .put_batch("b", &BatchRecord::new("c", vec![], false))
+            .unwrap();
+        drop(store);
+    }
+}
+
+#[test]
+fn a_store_held_open_is_still_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _held = Store::open(dir.path()).unwrap();
+    let err = Store::open(dir.path())
+        .err()
+        .expect("a second open must fail");
+    assert!(err.to_string().contains("lock"), "{err}");
+}

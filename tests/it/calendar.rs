@@ -184,11 +184,24 @@ async fn throttled_batch_items_are_retried_after_their_own_retry_after() {
         w.sim.create_event(g, "after throttling");
     }
     w.sim.reset_requests();
-    w.sim.throttle_next_event_listings(2, "0.3");
-    let started = std::time::Instant::now();
+    // Two items throttled with different Retry-After values, both longer than the client's own backoff
+    // (500 ms), so only honouring the header makes the resend wait this long.
+    w.sim.throttle_next_event_listings(1, "0.4");
+    w.sim.throttle_next_event_listings(1, "1.5");
     w.calendar_cycle(&d).await;
-    assert!(started.elapsed() >= Duration::from_millis(300));
     assert_eq!(created(&w).len(), 3);
+    let posts: Vec<_> = w
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1.0/$batch")
+        .collect();
+    let gap = posts[1].at.duration_since(posts[0].at);
+    assert!(
+        gap >= Duration::from_millis(1500),
+        "the resend waited for every throttled item's own Retry-After (the largest): {gap:?}"
+    );
+    assert!(gap < Duration::from_secs(10), "{gap:?}");
     let batches = w.sim.count("/v1.0/$batch");
     let items = w.sim.requests().iter().filter(|r| r.batched).count();
     assert_eq!(
@@ -644,4 +657,28 @@ async fn app_only_token_gets_403_access_denied_on_group_events() {
     assert_eq!(resp.status(), 403);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "ErrorAccessDenied");
+}
+
+#[tokio::test]
+async fn the_mailbox_budget_counts_resends_of_a_whole_batch_call() {
+    let w = World::with_calendars(1).await;
+    let toml = w.calendar_toml(false, true, "").replace(
+        "[calendar]\n",
+        "[calendar]\nmailbox_requests_per_10min = 2\n",
+    );
+    let d = w.calendar_daemon(&toml).await;
+    w.sim.reset_requests();
+    w.sim.fail_next(2, 503); // the $batch call itself fails twice
+    let polled = tokio::time::timeout(Duration::from_secs(4), d.poll_calendars_once()).await;
+    assert!(
+        polled.is_err(),
+        "the third $batch send must wait for the budget, got {polled:?}"
+    );
+    let posts = w
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/$batch"))
+        .count();
+    assert_eq!(posts, 2, "two sends, each paid for by the group's mailbox");
 }

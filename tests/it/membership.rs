@@ -423,3 +423,42 @@ async fn links_to_another_host_are_not_followed() {
     );
     assert_eq!(w.sim.requests().len(), 0, "not even a token request");
 }
+
+#[tokio::test]
+async fn retry_after_holds_every_batch_of_the_connection() {
+    // 51 groups: two batches on one connection, polled side by side as the scheduler's jobs are.
+    let w = World::new(51, 1, 100).await;
+    let d = w.daemon().await;
+    w.cycle(&d).await;
+    let batches = d.plan().batches.clone();
+    assert_eq!(batches.len(), 2);
+    w.sim.reset_requests();
+    w.sim.throttle_next(1, "1.5");
+    w.sim.add_member(&w.groups[0], &user(9), MemberKind::User);
+    w.sim
+        .add_member(&w.groups[50], &user(5_000_009), MemberKind::User);
+    let (a, b) = tokio::join!(d.poller().poll_once(&batches[0]), async {
+        // The second batch starts while the first waits out its 429.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        d.poller().poll_once(&batches[1]).await
+    });
+    a.unwrap();
+    b.unwrap();
+    d.deliver_all().await.unwrap();
+    let reqs: Vec<_> = w
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/v1.0/"))
+        .collect();
+    assert_eq!(reqs[0].status, 429);
+    assert!(reqs.len() >= 3, "{reqs:?}");
+    for r in &reqs[1..] {
+        let gap = r.at.duration_since(reqs[0].at);
+        assert!(
+            gap >= Duration::from_millis(1500),
+            "a request of the connection left {gap:?} after the 429"
+        );
+    }
+    assert_eq!(w.events().len(), 2);
+}

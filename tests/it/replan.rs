@@ -157,7 +157,11 @@ async fn a_group_watched_again_after_removal_gets_its_own_first_round() {
     got.sort();
     let mut want = vec![
         ("groupwatch.member.removed".to_string(), g0.clone(), user(2)),
-        ("groupwatch.member.added".to_string(), g1.clone(), user(100_900)),
+        (
+            "groupwatch.member.added".to_string(),
+            g1.clone(),
+            user(100_900),
+        ),
     ];
     want.sort();
     assert_eq!(got, want);
