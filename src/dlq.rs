@@ -65,6 +65,7 @@ pub fn replay(cfg: &Config, filter: &DlqFilter) -> anyhow::Result<String> {
         .map(|(_, d)| d.sink.as_str())
         .filter(|s| !cfg.sinks.contains_key(*s))
         .collect();
+    unknown.sort_unstable();
     unknown.dedup();
     if !unknown.is_empty() {
         bail!(
@@ -75,11 +76,21 @@ pub fn replay(cfg: &Config, filter: &DlqFilter) -> anyhow::Result<String> {
     let moved = store.dlq_replay(filter)?;
     let mut out = String::new();
     let mut sinks: Vec<&str> = moved.iter().map(|d| d.sink.as_str()).collect();
+    // `--sink NAME` re-enables that sink even when no dead letter is left (they may have been purged).
+    if let Some(s) = filter
+        .sink
+        .as_deref()
+        .filter(|s| cfg.sinks.contains_key(*s))
+    {
+        sinks.push(s);
+    }
     sinks.sort_unstable();
     sinks.dedup();
     for s in &sinks {
         let n = moved.iter().filter(|d| d.sink == *s).count();
-        writeln!(out, "replayed {n} event(s) to sink {s}")?;
+        if n > 0 {
+            writeln!(out, "replayed {n} event(s) to sink {s}")?;
+        }
         let before = store.enable_sink(s)?;
         if let Some(at) = before.disabled_at {
             writeln!(

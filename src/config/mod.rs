@@ -15,7 +15,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 pub use sinks::{
-    DottedMap, KafkaMode, KafkaSinkConfig, SecretList, WebhookSinkConfig, is_secret_key,
+    DottedMap, KafkaMode, KafkaSinkConfig, SecretList, WebhookSinkConfig, is_secret_key, redact_url,
 };
 pub use validate::Problem;
 

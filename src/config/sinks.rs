@@ -69,8 +69,9 @@ pub enum KafkaMode {
     Structured,
 }
 
-/// `type = "webhook"`: Standard Webhooks POSTs with durable per-event retries.
-#[derive(Debug, Clone, Deserialize)]
+/// `type = "webhook"`: Standard Webhooks POSTs with durable per-event retries. `Debug` masks the URL's
+/// user info and query ([`redact_url`]).
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSinkConfig {
     /// Endpoint (http or https). Redirects are not followed: a moved endpoint must be reconfigured.
@@ -95,6 +96,47 @@ pub struct WebhookSinkConfig {
     /// Longest `Retry-After` honoured; longer requests are clamped.
     #[serde(default = "default_max_retry_after_secs")]
     pub max_retry_after_secs: u64,
+}
+
+impl std::fmt::Debug for WebhookSinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookSinkConfig")
+            .field("url", &redact_url(&self.url))
+            .field("secrets", &self.secrets)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .field("retry_schedule_secs", &self.retry_schedule_secs)
+            .field("retry_jitter", &self.retry_jitter)
+            .field("max_retry_after_secs", &self.max_retry_after_secs)
+            .finish()
+    }
+}
+
+/// A URL as logs, errors and dead letters show it: user info and query masked, since endpoints often carry
+/// a credential there (Power Automate and Logic Apps trigger URLs hold their SAS signature in `sig=`).
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) => {
+            if !u.username().is_empty() || u.password().is_some() {
+                let _ = u.set_username("REDACTED");
+                let _ = u.set_password(None);
+            }
+            if u.query().is_some() {
+                u.set_query(Some("REDACTED"));
+            }
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => {
+            let head = raw.split(['?', '#', '@']).next().unwrap_or_default();
+            let masked = if head.len() < raw.len() {
+                "…(REDACTED)"
+            } else {
+                ""
+            };
+            format!("{head}{masked}")
+        }
+    }
 }
 
 fn default_timeout_secs() -> u64 {

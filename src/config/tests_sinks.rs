@@ -79,6 +79,25 @@ fn sink_secrets_never_appear_in_debug_output() {
 }
 
 #[test]
+fn webhook_urls_are_masked_in_debug_output_and_messages() {
+    let toml = format!("{BASE}{SINKS}").replace(
+        "https://hooks.example.com/groupwatch",
+        "https://user:pw-777@prod.logic.azure.com/workflows/x/triggers/manual/paths/invoke?api-version=2016-06-01&sig=sas-secret-999",
+    );
+    let cfg = Config::from_toml(&toml).unwrap();
+    let dbg = format!("{cfg:?}");
+    assert!(
+        !dbg.contains("sas-secret-999") && !dbg.contains("pw-777"),
+        "{dbg}"
+    );
+    assert!(dbg.contains("prod.logic.azure.com/workflows/x"), "{dbg}");
+    assert_eq!(
+        redact_url("not a url?sig=sas-secret-999"),
+        "not a url…(REDACTED)"
+    );
+}
+
+#[test]
 fn webhook_secrets_come_from_one_environment_string() {
     let env = [(
         "GROUPWATCH__SINKS__HOOKS__SECRETS".to_owned(),

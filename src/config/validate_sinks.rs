@@ -106,7 +106,7 @@ pub(super) fn webhook(k: &str, cfg: &WebhookSinkConfig, c: &mut Collector) {
     if !is_http_url(&cfg.url) {
         c.push(
             format!("{k}.url"),
-            format!("{:?} is not an http(s) URL", cfg.url),
+            format!("{:?} is not an http(s) URL", super::redact_url(&cfg.url)),
         );
     }
     if cfg.secrets.0.is_empty() {

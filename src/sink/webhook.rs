@@ -12,16 +12,32 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER, USER_AGENT};
 use super::signature::{WebhookSecret, signature_header};
 use super::{Outcome, Sink, SinkError};
 use crate::config::WebhookSinkConfig;
+use crate::config::redact_url;
 use crate::relay::backoff::RetrySchedule;
+
+impl std::fmt::Debug for WebhookSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookSink")
+            .field("name", &self.name)
+            .field("url", &self.shown)
+            .field(
+                "secrets",
+                &format_args!("[{} REDACTED]", self.secrets.len()),
+            )
+            .field("schedule", &self.schedule)
+            .finish_non_exhaustive()
+    }
+}
 
 /// The structured-mode media type of the CloudEvents HTTP binding.
 pub const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
 
 /// Delivers to one HTTP endpoint.
-#[derive(Debug)]
 pub struct WebhookSink {
     name: String,
     url: reqwest::Url,
+    /// The URL with user info and query masked, for logs and errors.
+    shown: String,
     secrets: Vec<WebhookSecret>,
     client: reqwest::Client,
     schedule: RetrySchedule,
@@ -34,8 +50,9 @@ impl WebhookSink {
     /// [`SinkError::Permanent`] for a bad URL or secret (validation catches both earlier) or a client that
     /// cannot be built.
     pub fn new(name: &str, cfg: &WebhookSinkConfig) -> Result<Self, SinkError> {
+        let shown = redact_url(&cfg.url);
         let url = reqwest::Url::parse(&cfg.url)
-            .map_err(|e| SinkError::Permanent(format!("url {:?}: {e}", cfg.url)))?;
+            .map_err(|e| SinkError::Permanent(format!("url {shown:?}: {e}")))?;
         let secrets = cfg
             .secrets
             .exposed()
@@ -51,6 +68,7 @@ impl WebhookSink {
         Ok(Self {
             name: name.to_owned(),
             url,
+            shown,
             secrets,
             client,
             schedule: cfg.schedule(),
@@ -84,8 +102,17 @@ impl WebhookSink {
             .await;
         match resp {
             Ok(r) => classify(r.status(), retry_after(r.headers(), Utc::now())),
-            Err(e) if e.is_builder() => Err(SinkError::Permanent(format!("request: {e}"))),
-            Err(e) => Err(SinkError::Retryable(format!("POST {}: {e}", self.url))),
+            // reqwest's error text repeats the whole URL: show the masked one instead.
+            Err(e) if e.is_builder() => Err(SinkError::Permanent(format!(
+                "request to {}: {}",
+                self.shown,
+                e.without_url()
+            ))),
+            Err(e) => Err(SinkError::Retryable(format!(
+                "POST {}: {}",
+                self.shown,
+                e.without_url()
+            ))),
         }
     }
 }

@@ -71,6 +71,9 @@ impl Store {
         self.credentials.insert(conn, encode(rec))?;
         // Durable before anyone uses the token it replaced; sled would otherwise flush on a timer.
         self.db.flush_async().await?;
+        // Files sled created since the store was opened (snapshots, blobs) got the process umask: the
+        // 0700 directory already shuts others out, and this keeps every file holding the token 0600 too.
+        super::harden::restrict(&self.path)?;
         Ok(())
     }
 

@@ -21,7 +21,11 @@ pub fn restrict(path: &Path) -> std::io::Result<()> {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
         if meta.is_dir() {
             for entry in std::fs::read_dir(path)? {
-                restrict(&entry?.path())?;
+                match restrict(&entry?.path()) {
+                    // sled may remove a file (an old snapshot) while this walks the directory.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    other => other?,
+                }
             }
         }
     }

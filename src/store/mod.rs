@@ -174,6 +174,8 @@ fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db> {
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
+    /// The store directory (permissions are re-tightened after credential writes).
+    path: std::sync::Arc<std::path::PathBuf>,
     batches: sled::Tree,
     links: sled::Tree,
     groups: sled::Tree,
@@ -295,6 +297,7 @@ impl Store {
             dead_letters: db.open_tree("dead_letters")?,
             sinks: db.open_tree("sinks")?,
             db,
+            path: std::sync::Arc::new(path.to_path_buf()),
         })
     }
 

@@ -71,11 +71,22 @@ async fn login_binary_signs_in_after_a_few_polls_and_the_stored_token_works() {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o700, "state dir holds refresh tokens");
-        let conf = std::fs::metadata(w.state_path().join("conf"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(conf & 0o777, 0o600);
+        // Every file of the store, including those sled wrote after it was opened (the rotated refresh
+        // token lives in them), is owner-only.
+        fn check(dir: &std::path::Path) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+                if path.is_dir() {
+                    assert_eq!(mode, 0o700, "{}", path.display());
+                    check(&path);
+                } else {
+                    assert_eq!(mode, 0o600, "{}", path.display());
+                }
+            }
+        }
+        check(&w.state_path());
+        assert!(w.state_path().join("db").exists());
     }
 }
 

@@ -143,6 +143,25 @@ async fn dlq_replay_re_enables_an_endpoint_disabled_by_410() {
 }
 
 #[tokio::test]
+async fn dlq_replay_with_sink_re_enables_an_endpoint_even_after_its_dead_letters_were_purged() {
+    let rx = Receiver::start(&[SECRET_A]).await;
+    rx.script([Reply::status(410)]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &rx.url());
+    stage_and_drain(&cfg, 1).await;
+    groupwatch::dlq::purge(&cfg, &DlqFilter::default()).unwrap();
+    let filter = DlqFilter {
+        sink: Some("hooks".into()),
+        ..DlqFilter::default()
+    };
+    let out = groupwatch::dlq::replay(&cfg, &filter).unwrap();
+    assert!(out.contains("is enabled again"), "{out}");
+    assert!(out.contains("no dead letter matched"), "{out}");
+    let store = Store::open(&cfg.store.path).unwrap();
+    assert!(store.sink_state("hooks").unwrap().disabled_at.is_none());
+}
+
+#[tokio::test]
 async fn dlq_replay_refuses_sinks_that_are_no_longer_configured() {
     let rx = Receiver::start(&[SECRET_A]).await;
     rx.script([Reply::status(400)]);

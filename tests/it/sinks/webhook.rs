@@ -438,3 +438,29 @@ async fn a_down_webhook_keeps_its_outbox_draining_onto_per_event_schedules() {
         "one request per round: the rest of a round is not sent to an endpoint that just failed"
     );
 }
+
+#[tokio::test]
+async fn a_credential_in_the_webhook_url_never_reaches_errors_or_dead_letters() {
+    let port = free_port(); // nothing listens: the error text is what logs and dead letters keep
+    let url = format!("http://127.0.0.1:{port}/invoke?api-version=1&sig=sas-secret-999");
+    let (_d, store) = temp_store();
+    stage(&store, "hooks", 1);
+    let sink = webhook_sink("hooks", &url, &[SECRET_A], "[0.01]");
+    let p = relay::deliver_once(&store, &sink, 10).await.unwrap();
+    let shown = p.error.unwrap().to_string();
+    assert!(!shown.contains("sas-secret-999"), "{shown}");
+    assert!(
+        shown.contains(&format!("127.0.0.1:{port}/invoke")),
+        "{shown}"
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    relay::deliver_once(&store, &sink, 10).await.unwrap(); // the schedule runs out: dead letter
+    let dead = store.dlq_list(&DlqFilter::default()).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(
+        !dead[0].1.error.contains("sas-secret-999"),
+        "{}",
+        dead[0].1.error
+    );
+    assert!(!format!("{sink:?}").contains("sas-secret-999"));
+}
