@@ -462,3 +462,75 @@ async fn retry_after_holds_every_batch_of_the_connection() {
     }
     assert_eq!(w.events().len(), 2);
 }
+
+#[tokio::test]
+async fn the_access_token_is_refreshed_before_it_expires() {
+    // A 4 s token: groupwatch refreshes it halfway (Entra's real ones 5 minutes early), never waiting for
+    // Graph to refuse it.
+    let cfg = groupwatch::sim::SimConfig {
+        token_ttl: Duration::from_secs(4),
+        ..groupwatch::sim::SimConfig::default()
+    };
+    let w = World::with_sim(cfg, 1, 2).await;
+    let d = w.daemon().await;
+    w.cycle(&d).await;
+    let tokens = |w: &World| {
+        w.sim
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/oauth2/v2.0/token"))
+            .count()
+    };
+    assert_eq!(tokens(&w), 1);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    w.sim.add_member(&w.groups[0], &user(9), MemberKind::User);
+    w.cycle(&d).await;
+    assert_eq!(tokens(&w), 2, "a new token before the old one expired");
+    assert!(
+        w.sim.requests().iter().all(|r| r.status != 401),
+        "Graph never had to refuse a token"
+    );
+    assert_eq!(w.events().len(), 1);
+}
+
+#[tokio::test]
+async fn a_graph_request_that_times_out_is_retried_and_nothing_is_lost() {
+    let w = World::new(1, 2, 100).await;
+    let toml = w
+        .toml(&w.groups)
+        .replace("request_timeout_secs = 10", "request_timeout_secs = 1");
+    let d = groupwatch::app::Daemon::build(
+        groupwatch::config::Config::from_toml(&toml).unwrap(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    w.cycle(&d).await;
+    w.sim.add_member(&w.groups[0], &user(9), MemberKind::User);
+    w.sim.set_faults(Faults {
+        latency: Duration::from_millis(1500),
+        ..Faults::default()
+    });
+    let slow = tokio::spawn({
+        let sim = w.sim.clone();
+        async move {
+            // Graph recovers while the client backs off.
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+            sim.set_faults(Faults::default());
+        }
+    });
+    w.cycle(&d).await;
+    slow.await.unwrap();
+    let delta: Vec<_> = w
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1.0/groups/delta")
+        .collect();
+    assert!(
+        delta.len() >= 3,
+        "the timed-out request was sent again: {}",
+        delta.len()
+    );
+    assert_eq!(w.events().len(), 1);
+}

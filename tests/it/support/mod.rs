@@ -41,12 +41,16 @@ pub struct World {
 impl World {
     /// A simulator with `groups` groups of `members` users each.
     pub async fn new(groups: u32, members: u32, page_size: usize) -> World {
-        let sim = Sim::start(SimConfig {
+        let cfg = SimConfig {
             page_size,
             ..SimConfig::default()
-        })
-        .await
-        .unwrap();
+        };
+        World::with_sim(cfg, groups, members).await
+    }
+
+    /// The same with a simulator configured by `cfg`.
+    pub async fn with_sim(cfg: SimConfig, groups: u32, members: u32) -> World {
+        let sim = Sim::start(cfg).await.unwrap();
         let mut ids = Vec::new();
         for g in 0..groups {
             let id = group(g);
