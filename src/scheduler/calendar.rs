@@ -16,13 +16,19 @@ use crate::config::{
 use crate::graph::calendar::{CalendarClient, ListRequest};
 use crate::graph::{self};
 use crate::relay::Notifier;
-use crate::store::{CalendarCommit, SignInStatus, Store};
+use crate::store::{CalendarCommit, CalendarSinks, SignInStatus, Store};
 
 /// One watched group calendar: where its events go and how it is polled.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CalendarRoute {
-    /// Sink names.
+    /// Sink names: every subscription's that names the group. New events after the first poll go to all.
     pub sinks: Vec<String>,
+    /// Sinks of `existing_as_added` subscriptions: the first poll's existing events go to these only.
+    pub baseline_sinks: Vec<String>,
+    /// Sinks of subscriptions with `emit_updates`.
+    pub update_sinks: Vec<String>,
+    /// Sinks of subscriptions with `emit_deletes`.
+    pub delete_sinks: Vec<String>,
     /// Window, emission and baseline settings (merged over subscriptions naming the group).
     pub policy: CalendarPolicy,
     /// `$top`.
@@ -56,12 +62,22 @@ pub fn calendar_plan(cfg: &Config) -> CalendarPlan {
                 .entry(g.to_ascii_lowercase())
                 .or_insert_with(|| CalendarRoute {
                     sinks: Vec::new(),
+                    baseline_sinks: Vec::new(),
+                    update_sinks: Vec::new(),
+                    delete_sinks: Vec::new(),
                     policy,
                     page_size,
                 });
             for s in &sub.sinks {
-                if !route.sinks.contains(s) {
-                    route.sinks.push(s.clone());
+                for (list, wanted) in [
+                    (&mut route.sinks, true),
+                    (&mut route.baseline_sinks, policy.baseline_emits),
+                    (&mut route.update_sinks, policy.emit_updates),
+                    (&mut route.delete_sinks, policy.emit_deletes),
+                ] {
+                    if wanted && !list.contains(s) {
+                        list.push(s.clone());
+                    }
                 }
             }
             let p = &mut route.policy;
@@ -238,7 +254,16 @@ impl CalendarPoller {
                 connection: conn,
                 tenant: &tenant,
                 group: &g,
-                sinks: &route.sinks,
+                sinks: CalendarSinks {
+                    // The first poll's events are a baseline: only `existing_as_added` sinks take them.
+                    created: if states[&g].watermark.is_none() {
+                        &route.baseline_sinks
+                    } else {
+                        &route.sinks
+                    },
+                    updated: &route.update_sinks,
+                    deleted: &route.delete_sinks,
+                },
                 decision: &d,
                 detected_at: now,
             })?;

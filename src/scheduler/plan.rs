@@ -54,12 +54,15 @@ fn desired(cfg: &Config) -> BTreeMap<String, BTreeMap<String, Want>> {
         for g in &sub.groups {
             // Graph returns lower-case ids; config may not.
             let w = conn.entry(g.to_ascii_lowercase()).or_default();
+            let baseline = sub.baseline == Baseline::ExistingAsAdded;
             for s in &sub.sinks {
                 if !w.route.sinks.contains(s) {
                     w.route.sinks.push(s.clone());
                 }
+                if baseline && !w.route.baseline_sinks.contains(s) {
+                    w.route.baseline_sinks.push(s.clone());
+                }
             }
-            w.route.emit_baseline |= sub.baseline == Baseline::ExistingAsAdded;
             w.owners |= sub.track_owners;
         }
     }

@@ -8,7 +8,7 @@ use sled::Transactional;
 
 use super::page::{TxResult, stage_event};
 use super::{Result, Store, StoreError, decode, encode, group_key};
-use crate::change::calendar::{CalendarGroupState, Decision, SeenEvent};
+use crate::change::calendar::{CalendarGroupState, Decision, EventChange, SeenEvent};
 use crate::change::event_envelope::CalendarChange;
 
 /// One group poll to commit.
@@ -20,12 +20,34 @@ pub struct CalendarCommit<'a> {
     pub tenant: &'a str,
     /// Group id.
     pub group: &'a str,
-    /// Sinks that receive the group's events.
-    pub sinks: &'a [String],
+    /// Which sinks receive which of the group's changes.
+    pub sinks: CalendarSinks<'a>,
     /// What the pure logic decided.
     pub decision: &'a Decision,
     /// Detection time stamped on the events.
     pub detected_at: DateTime<Utc>,
+}
+
+/// The sinks of one group poll, by change: subscriptions sharing a group may want different changes (one
+/// emits updates, another does not; one takes the first poll as a baseline, another lists it as created).
+#[derive(Debug, Clone, Copy)]
+pub struct CalendarSinks<'a> {
+    /// `event.created`.
+    pub created: &'a [String],
+    /// `event.updated`.
+    pub updated: &'a [String],
+    /// `event.deleted`.
+    pub deleted: &'a [String],
+}
+
+impl<'a> CalendarSinks<'a> {
+    fn of(&self, change: EventChange) -> &'a [String] {
+        match change {
+            EventChange::Created => self.created,
+            EventChange::Updated => self.updated,
+            EventChange::Deleted => self.deleted,
+        }
+    }
 }
 
 /// A calendar group as `groupwatch state` shows it.
@@ -126,11 +148,14 @@ impl Store {
                 detected_at: c.detected_at,
             })
             .collect();
-        let events: Vec<_> = changes.iter().map(CalendarChange::to_event).collect();
+        let events: Vec<_> = changes
+            .iter()
+            .map(|ch| (c.sinks.of(ch.emitted.change), ch.to_event()))
+            .collect();
         let res = (&self.cal_seen, &self.cal_groups, &self.outbox).transaction(
             |(seen, groups, outbox)| -> TxResult<()> {
-                for ev in &events {
-                    stage_event(outbox, c.sinks, ev)?;
+                for (sinks, ev) in &events {
+                    stage_event(outbox, sinks, ev)?;
                 }
                 for k in &c.decision.removals {
                     seen.remove([prefix.as_slice(), k].concat())?;

@@ -35,7 +35,7 @@ use sled::Transactional;
 use crate::change::LinkState;
 use crate::change::Relationship;
 
-pub use calendar::{CalendarCommit, CalendarGroupView};
+pub use calendar::{CalendarCommit, CalendarGroupView, CalendarSinks};
 pub use credentials::{SignInStatus, SignInView, StoreVault};
 pub use delivery::{Disposition, Pending, RetryRecord, SinkState};
 pub use dlq::{DeadLetter, DlqFilter};

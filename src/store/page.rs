@@ -18,8 +18,9 @@ pub(super) type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>
 pub struct GroupRoute {
     /// Sink names (each gets its own outbox row).
     pub sinks: Vec<String>,
-    /// `existing_as_added`: the first full sync emits current members.
-    pub emit_baseline: bool,
+    /// The sinks, among `sinks`, of `existing_as_added` subscriptions: the group's first full sync emits
+    /// its current members to these only (a `from_now` subscription's sinks get nothing from it).
+    pub baseline_sinks: Vec<String>,
 }
 
 /// Facts shared by every change of a page.
@@ -165,10 +166,13 @@ pub(super) fn apply(
             continue;
         };
         let r = route(&obs.group);
-        let emit = !input.before.full_round
-            || known(groups, conn, &obs.group, obs.rel)?
-            || r.emit_baseline;
-        if !emit {
+        let sinks = if !input.before.full_round || known(groups, conn, &obs.group, obs.rel)? {
+            &r.sinks
+        } else {
+            // The group's first sync: a baseline.
+            &r.baseline_sinks
+        };
+        if sinks.is_empty() {
             out.baseline += 1;
             continue;
         }
@@ -180,7 +184,7 @@ pub(super) fn apply(
             kind,
             obs.reason.clone(),
         );
-        stage(outbox, &r.sinks, &c, &mut out)?;
+        stage(outbox, sinks, &c, &mut out)?;
     }
 
     for (group, _reason) in input.deleted_groups {
@@ -213,7 +217,12 @@ pub(super) fn apply(
             };
             links.insert(key.as_slice(), encode(&state))?;
             let r = route(&group);
-            if known(groups, conn, &group, rel)? || r.emit_baseline {
+            let sinks = if known(groups, conn, &group, rel)? {
+                &r.sinks
+            } else {
+                &r.baseline_sinks
+            };
+            if !sinks.is_empty() {
                 let c = change(
                     &group,
                     rel,
@@ -222,7 +231,7 @@ pub(super) fn apply(
                     ChangeKind::Removed,
                     Some(RESYNC_REASON.to_owned()),
                 );
-                stage(outbox, &r.sinks, &c, &mut out)?;
+                stage(outbox, sinks, &c, &mut out)?;
                 out.resync_removals += 1;
             }
         }

@@ -23,7 +23,11 @@ fn ctx(emit_baseline: bool) -> EmitContext {
             "g".to_string(),
             GroupRoute {
                 sinks: vec!["a".into(), "b".into()],
-                emit_baseline,
+                baseline_sinks: if emit_baseline {
+                    vec!["a".into(), "b".into()]
+                } else {
+                    Vec::new()
+                },
             },
         )]),
     }

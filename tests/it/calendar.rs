@@ -682,3 +682,70 @@ async fn the_mailbox_budget_counts_resends_of_a_whole_batch_call() {
         .count();
     assert_eq!(posts, 2, "two sends, each paid for by the group's mailbox");
 }
+
+#[tokio::test]
+async fn subscriptions_sharing_a_group_each_get_the_changes_they_asked_for() {
+    let w = World::with_calendars(1).await;
+    let g = w.groups[0].clone();
+    let old = w.sim.create_event(&g, "existing");
+    let audit = w.dir.path().join("audit.jsonl");
+    // "calendars" (from the helper): from_now, created only, to `file`. "audit": existing_as_added with
+    // updates, to `audit`.
+    let toml = format!(
+        r#"{}
+[sinks.audit]
+type = "jsonl"
+path = "{}"
+
+[[subscriptions]]
+id = "audit"
+connection = "sim"
+kind = "calendar"
+groups = ["{g}"]
+sinks = ["audit"]
+baseline = "existing_as_added"
+emit_updates = true
+"#,
+        w.calendar_toml(false, true, ""),
+        audit.display()
+    );
+    let d = w.calendar_daemon(&toml).await;
+    w.calendar_cycle(&d).await;
+    let kinds = |path: &std::path::Path| -> Vec<(String, String)> {
+        crate::support::read_events(path)
+            .iter()
+            .map(|e| {
+                (
+                    e["type"].as_str().unwrap().to_owned(),
+                    e["data"]["subject"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+    assert!(kinds(&w.events_path()).is_empty(), "from_now: no baseline");
+    assert_eq!(
+        kinds(&audit),
+        [("groupwatch.event.created".to_owned(), "existing".to_owned())]
+    );
+    w.sim.create_event(&g, "new");
+    w.sim.update_event(&g, &old, "existing, moved");
+    w.calendar_cycle(&d).await;
+    assert_eq!(
+        kinds(&w.events_path()),
+        [("groupwatch.event.created".to_owned(), "new".to_owned())],
+        "no updates for the subscription that did not ask for them"
+    );
+    let mut got = kinds(&audit);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("groupwatch.event.created".to_owned(), "existing".to_owned()),
+            ("groupwatch.event.created".to_owned(), "new".to_owned()),
+            (
+                "groupwatch.event.updated".to_owned(),
+                "existing, moved".to_owned()
+            ),
+        ]
+    );
+}

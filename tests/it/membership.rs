@@ -534,3 +534,54 @@ async fn a_graph_request_that_times_out_is_retried_and_nothing_is_lost() {
     );
     assert_eq!(w.events().len(), 1);
 }
+
+#[tokio::test]
+async fn each_subscription_gets_its_own_baseline_on_a_shared_group() {
+    // One group, two subscriptions: `from_now` to the file sink, `existing_as_added` to a second file.
+    let w = World::new(1, 3, 100).await;
+    let audit = w.dir.path().join("audit.jsonl");
+    let toml = format!(
+        r#"{}
+[sinks.audit]
+type = "jsonl"
+path = "{}"
+
+[[subscriptions]]
+id = "audit"
+connection = "sim"
+kind = "members"
+groups = ["{}"]
+sinks = ["audit"]
+baseline = "existing_as_added"
+"#,
+        w.toml(&w.groups),
+        audit.display(),
+        w.groups[0]
+    );
+    let d = groupwatch::app::Daemon::build(
+        groupwatch::config::Config::from_toml(&toml).unwrap(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    w.cycle(&d).await;
+    let audited = |n| {
+        let evs = crate::support::read_events(&audit);
+        assert_eq!(evs.len(), n, "{evs:?}");
+        evs
+    };
+    assert!(
+        w.events().is_empty(),
+        "the from_now subscription's sink gets no baseline"
+    );
+    audited(3);
+    w.sim.add_member(&w.groups[0], &user(9), MemberKind::User);
+    w.cycle(&d).await;
+    assert_eq!(w.events().len(), 1, "later changes reach both");
+    let evs = audited(4);
+    assert_eq!(
+        evs[3]["id"],
+        w.events()[0]["id"],
+        "the same event, the same id"
+    );
+}
