@@ -41,8 +41,9 @@ tansu broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "t
   --storage-engine memory://tansu/ >"$tansu_log" 2>&1 &
 tansu_pid=$!
 trap 'kill "$tansu_pid" 2>/dev/null || true; wait "$tansu_pid" 2>/dev/null || true' EXIT
-for _ in $(seq 1 200); do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
+listening=
+for _ in $(seq 1 400); do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then listening=1; break; fi
   if ! kill -0 "$tansu_pid" 2>/dev/null; then
     echo "tansu exited; its log:" >&2
     cat "$tansu_log" >&2
@@ -50,6 +51,11 @@ for _ in $(seq 1 200); do
   fi
   sleep 0.05
 done
+if [ -z "$listening" ]; then
+  echo "tansu did not listen on 127.0.0.1:$port within 20 s; its log:" >&2
+  cat "$tansu_log" >&2
+  exit 1
+fi
 export GROUPWATCH_TEST_KAFKA="127.0.0.1:$port"
 export GROUPWATCH_TEST_TANSU_BIN="$(command -v tansu)"
 # Every service above is present: a test that finds one missing fails instead of skipping.
