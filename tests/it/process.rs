@@ -37,12 +37,43 @@ async fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
 }
 
 fn sigterm(child: &Child) {
+    signal(child, "TERM");
+}
+
+fn signal(child: &Child, name: &str) {
     let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args([&format!("-{name}"), &child.id().to_string()])
         .status()
         .unwrap()
         .success();
     assert!(ok);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_stops_the_daemon_cleanly_and_releases_the_store() {
+    let w = World::new(1, 2, 100).await;
+    let cfg = w.config_file();
+    let mut child = spawn_run(&cfg);
+    wait_until("the baseline round", Duration::from_secs(30), || {
+        w.sim.count("/v1.0/groups/delta") >= 1
+    })
+    .await;
+    signal(&child, "INT");
+    let started = std::time::Instant::now();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "SIGINT is a clean stop: {status}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let out = bin()
+        .args(["state", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the store was released: {text}");
+    assert!(
+        text.contains("cursor=deltaLink"),
+        "the baseline was saved: {text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
