@@ -178,8 +178,6 @@ fn reopening_right_after_a_drop_waits_for_sled_to_release_its_lock() {
 fn a_store_held_open_is_still_refused() {
     let dir = tempfile::tempdir().unwrap();
     let _held = Store::open(dir.path()).unwrap();
-    let err = Store::open(dir.path())
-        .err()
-        .expect("a second open must fail");
+    let err = Store::open(dir.path()).expect_err("a second open must fail");
     assert!(err.to_string().contains("lock"), "{err}");
 }
