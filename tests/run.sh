@@ -65,3 +65,5 @@ echo "tansu broker on $GROUPWATCH_TEST_KAFKA (pid $tansu_pid)" >&2
 cargo nextest run --no-fail-fast "$@"
 # Doc tests are not run by nextest.
 cargo test --doc --quiet
+# The benches are not tests, but they must keep compiling (dev profile: no release build here).
+cargo test --benches --no-run --quiet
