@@ -48,6 +48,11 @@ pub struct SeenEvent {
     /// candidates; reset when it is listed again).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub missed: u32,
+    /// Recorded silently as part of a `from_now` baseline (it existed before the group was watched). When
+    /// such a record is pruned, [`CalendarGroupState::baseline_floor`] moves up to it, so a wider window
+    /// listing it again does not call it new.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub baseline: bool,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -67,11 +72,13 @@ pub struct CalendarGroupState {
     pub polls: u64,
     /// Last completed poll.
     pub last_poll_at: Option<DateTime<Utc>>,
-    /// Seen ids created before this may have been pruned. A window that reaches further back (the overlap
-    /// was raised, or a subscription with a larger one joined) treats unseen events below it as already
-    /// seen: they were listed, and emitted, before they were pruned.
+    /// Where a `from_now` first poll's window started: events created before it existed before groupwatch
+    /// watched the group. A later window that reaches further back (the overlap was raised, or a
+    /// subscription with a larger one joined) records unseen events below it silently instead of calling
+    /// them new. (An event pruned earlier and listed again by such a window is emitted again, with the same
+    /// CloudEvent id as the first time, so consumers drop it as a repeat.)
     #[serde(default)]
-    pub pruned_below: Option<DateTime<Utc>>,
+    pub baseline_floor: Option<DateTime<Utc>>,
 }
 
 /// How a subscription wants its group polled.
@@ -193,8 +200,8 @@ pub fn decide(
             changes.push((created, id, e));
         };
         match seen.get(&key) {
-            None if state.pruned_below.is_some_and(|p| created < p) => {
-                // Seen and pruned under a smaller overlap: record it again, silently.
+            None if state.baseline_floor.is_some_and(|f| created < f) => {
+                // Older than the baseline: it existed before the group was watched.
                 d.unchanged += 1;
                 kept.push((
                     key,
@@ -204,18 +211,21 @@ pub fn decide(
                         version: 1,
                         id: keep_id,
                         missed: 0,
+                        baseline: true,
                     },
                 ));
             }
             None => {
+                let silent = first && !policy.baseline_emits;
                 let rec = SeenEvent {
                     created,
                     change_key: ev.change_key.clone(),
                     version: 1,
                     id: keep_id,
                     missed: 0,
+                    baseline: silent,
                 };
-                if first && !policy.baseline_emits {
+                if silent {
                     d.baseline += 1;
                 } else {
                     emit(EventChange::Created, 1);
@@ -265,16 +275,26 @@ pub fn decide(
         .filter(|(_, r)| !behind(r.created))
         .collect();
     let deleted: HashSet<[u8; 16]> = d.removals.iter().copied().collect();
-    d.removals.extend(
-        seen.iter()
-            .filter(|(k, s)| behind(s.created) && !deleted.contains(*k))
-            .map(|(k, _)| *k),
-    );
+    let pruned: Vec<(&[u8; 16], &SeenEvent)> = seen
+        .iter()
+        .filter(|(k, s)| behind(s.created) && !deleted.contains(*k))
+        .collect();
+    // A pruned baseline record leaves the floor just above it (Graph's own timestamps, no clock skew).
+    let mut baseline_floor = if first && !policy.baseline_emits {
+        window_start
+    } else {
+        state.baseline_floor
+    };
+    for (_, rec) in pruned.iter().filter(|(_, r)| r.baseline) {
+        let above = rec.created + chrono::Duration::microseconds(1);
+        baseline_floor = baseline_floor.max(Some(above));
+    }
+    d.removals.extend(pruned.into_iter().map(|(k, _)| *k));
     d.state = CalendarGroupState {
         watermark,
         polls: state.polls + 1,
         last_poll_at: Some(now),
-        pruned_below: state.pruned_below.max(next_start),
+        baseline_floor,
     };
     d
 }

@@ -182,6 +182,12 @@ struct Cursor {
     listing: Listing,
 }
 
+/// What a page did to a group's listing.
+enum Step {
+    More(Cursor),
+    Done(String, Result<Listing>),
+}
+
 fn instant(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
@@ -248,6 +254,8 @@ impl CalendarClient {
     }
 
     /// Lists every group's window completely. One result per group; a failing group does not fail others.
+    /// Without `$batch` each group pages on its own, so one mailbox's throttling or slowness never holds
+    /// another's; with `$batch` the groups page in rounds, one `$batch` call per round of ≤ 20.
     ///
     /// # Errors
     /// Only a failing `$batch` call as a whole (then nothing of this round is returned).
@@ -264,46 +272,19 @@ impl CalendarClient {
                 }
             })
             .collect();
+        if !self.use_batch {
+            let alone = active.into_iter().map(|c| self.list_alone(c));
+            return Ok(futures::future::join_all(alone).await.into_iter().collect());
+        }
         let mut done = HashMap::new();
         while !active.is_empty() {
-            let pages = self.fetch(&active).await?;
+            let pages = self.fetch_batched(&active).await?;
             let mut next = Vec::new();
-            for (mut c, page) in active.into_iter().zip(pages) {
-                match page {
-                    Ok(page) => {
-                        c.listing.pages += 1;
-                        let oldest = page.value.iter().filter_map(GraphEvent::created).min();
-                        c.listing.events.extend(page.value);
-                        // Newest first: once a page reaches below the floor, later pages hold only older events.
-                        let below = matches!((oldest, c.req.floor), (Some(o), Some(f)) if o < f);
-                        match page.next_link {
-                            Some(_) if !below && c.listing.pages >= self.max_pages as usize => {
-                                // An incomplete listing must not be decided on (it would fake deletions).
-                                let e = Error::Decode(format!(
-                                    "group {} has more than {} event pages in its window",
-                                    c.req.group, self.max_pages
-                                ));
-                                done.insert(c.req.group.clone(), Err(e));
-                            }
-                            Some(link) if !below => {
-                                c.url = link;
-                                next.push(c);
-                            }
-                            _ => {
-                                done.insert(c.req.group.clone(), Ok(c.listing));
-                            }
-                        }
-                    }
-                    Err(e) if c.filtered && refuses_filter(&e) => {
-                        if self.filter_supported.swap(false, Ordering::Relaxed) {
-                            tracing::warn!(error = %e, "Graph refused $filter on createdDateTime; listing newest first and stopping at the floor instead.");
-                        }
-                        (c.url, c.filtered) = self.url(&c.req);
-                        c.listing = Listing::default();
-                        next.push(c);
-                    }
-                    Err(e) => {
-                        done.insert(c.req.group.clone(), Err(e));
+            for (c, page) in active.into_iter().zip(pages) {
+                match self.advance(c, page) {
+                    Step::More(c) => next.push(c),
+                    Step::Done(group, listing) => {
+                        done.insert(group, listing);
                     }
                 }
             }
@@ -312,24 +293,66 @@ impl CalendarClient {
         Ok(done)
     }
 
-    /// One page for each cursor, in order.
+    /// One group's whole listing, page after page, with its own requests.
+    async fn list_alone(&self, mut c: Cursor) -> (String, Result<Listing>) {
+        let headers = [PREFER_UTC];
+        loop {
+            let keys = [c.req.group.as_str()];
+            let call = Call {
+                headers: &headers,
+                mailbox: Some((&self.mailbox, &keys)),
+                ..Call::get(&c.url)
+            };
+            let page = self.graph.call_json::<EventsPage>(call).await;
+            match self.advance(c, page) {
+                Step::More(next) => c = next,
+                Step::Done(group, listing) => return (group, listing),
+            }
+        }
+    }
+
+    /// Takes one page (or its failure) into a group's listing: more pages to fetch, or the listing done.
+    fn advance(&self, mut c: Cursor, page: Result<EventsPage>) -> Step {
+        match page {
+            Ok(page) => {
+                c.listing.pages += 1;
+                let oldest = page.value.iter().filter_map(GraphEvent::created).min();
+                c.listing.events.extend(page.value);
+                // Newest first: once a page reaches below the floor, later pages hold only older events.
+                let below = matches!((oldest, c.req.floor), (Some(o), Some(f)) if o < f);
+                match page.next_link {
+                    Some(_) if !below && c.listing.pages >= self.max_pages as usize => {
+                        // An incomplete listing must not be decided on (it would fake deletions).
+                        let e = Error::Decode(format!(
+                            "group {} has more than {} event pages in its window",
+                            c.req.group, self.max_pages
+                        ));
+                        Step::Done(c.req.group, Err(e))
+                    }
+                    Some(link) if !below => {
+                        c.url = link;
+                        Step::More(c)
+                    }
+                    _ => Step::Done(c.req.group, Ok(c.listing)),
+                }
+            }
+            Err(e) if c.filtered && refuses_filter(&e) => {
+                if self.filter_supported.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "Graph refused $filter on createdDateTime; listing newest first and stopping at the floor instead.");
+                }
+                (c.url, c.filtered) = self.url(&c.req);
+                c.listing = Listing::default();
+                Step::More(c)
+            }
+            Err(e) => Step::Done(c.req.group, Err(e)),
+        }
+    }
+
+    /// One page for each cursor, in order, through `$batch`.
     ///
     /// # Errors
     /// Only a failing `$batch` call as a whole.
-    async fn fetch(&self, cursors: &[Cursor]) -> Result<Vec<Result<EventsPage>>> {
-        if !self.use_batch {
-            let headers = [PREFER_UTC];
-            let calls = cursors.iter().map(|c| async {
-                let keys = [c.req.group.as_str()];
-                let call = Call {
-                    headers: &headers,
-                    mailbox: Some((&self.mailbox, &keys)),
-                    ..Call::get(&c.url)
-                };
-                self.graph.call_json::<EventsPage>(call).await
-            });
-            return Ok(futures::future::join_all(calls).await);
-        }
+    async fn fetch_batched(&self, cursors: &[Cursor]) -> Result<Vec<Result<EventsPage>>> {
         let root = self.graph.v1_root();
         let mut pages: Vec<Option<Result<EventsPage>>> = Vec::with_capacity(cursors.len());
         let mut gets = Vec::new();

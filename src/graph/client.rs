@@ -126,8 +126,8 @@ pub struct GraphClient {
     max_retries: usize,
     low_priority: bool,
     /// No request of this client leaves before this instant: the latest `Retry-After` Graph sent (429, or
-    /// 503 with the header). Graph throttles per app and tenant, so every batch of the connection waits,
-    /// not only the request that was refused.
+    /// 503 with the header) to a directory or `$batch` request. Directory throttling is per app and tenant,
+    /// so every batch of the connection waits, not only the request that was refused.
     throttled_until: std::sync::Mutex<Option<tokio::time::Instant>>,
     /// Request counters.
     pub stats: ClientStats,
@@ -328,6 +328,8 @@ impl GraphClient {
                 .acquire_many(call.permits.clamp(1, self.max_permits))
                 .await
                 .expect("the Graph semaphore is never closed");
+            // A Retry-After may have come in while this request queued for its permit or tokens.
+            self.wait_out_throttle().await;
             let token = self.tokens.token().await?;
             let mut req = self
                 .http
@@ -366,7 +368,11 @@ impl GraphClient {
             if matches!(err, Error::Throttled { .. }) {
                 self.stats.throttled.fetch_add(1, Ordering::Relaxed);
             }
-            if let Some(wait) = err.retry_after() {
+            // Directory throttling is per app and tenant: hold every request of this client. Outlook
+            // throttles per mailbox (GRAPH.md §6.4), so a single-mailbox request's Retry-After holds only
+            // that request (its retry waits it out); a `$batch` spanning mailboxes holds the client.
+            let one_mailbox = call.mailbox.is_some_and(|(_, keys)| keys.len() == 1);
+            if let Some(wait) = err.retry_after().filter(|_| !one_mailbox) {
                 self.hold_off(wait);
             }
             if matches!(err, Error::Unauthorized { .. }) && attempt == 0 {

@@ -228,7 +228,8 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Error {
     let message = parsed.message.clone();
     let s = status.as_u16();
     // GRAPH.md §2: "a 4xx with a code such as syncStateNotFound" (400 in the 2020 blog, 410 on Outlook).
-    if s == 410 || ((400..500).contains(&s) && parsed.requires_resync()) {
+    if s == 410 || ((400..500).contains(&s) && !matches!(s, 401 | 429) && parsed.requires_resync())
+    {
         let location = headers
             .get(reqwest::header::LOCATION)
             .and_then(|v| v.to_str().ok())

@@ -19,6 +19,7 @@ pub fn disposition(
     let e = match outcome {
         Outcome::Delivered => return Disposition::Ack,
         Outcome::NotAttempted => return Disposition::Keep,
+        Outcome::Deferred(e) => return deferred(attempts_before, e, mode, now, unit),
         Outcome::Failed(e) => e,
     };
     let error = e.to_string();
@@ -39,6 +40,30 @@ pub fn disposition(
                 },
             },
         },
+    }
+}
+
+/// An event held back because the endpoint had just failed: it waits the delay of its current step (the
+/// first for a fresh event) with its attempt count unchanged. With [`RetryMode::Hold`] it stays in place.
+fn deferred(
+    attempts_before: u32,
+    e: &SinkError,
+    mode: &RetryMode,
+    now: DateTime<Utc>,
+    unit: f64,
+) -> Disposition {
+    let RetryMode::Schedule(s) = mode else {
+        return Disposition::Keep;
+    };
+    let step = attempts_before.max(1);
+    let wait = s
+        .next_delay(step, e.retry_after(), unit)
+        .or_else(|| s.delays.last().copied())
+        .unwrap_or_default();
+    Disposition::Retry {
+        due: now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX),
+        attempts: attempts_before,
+        error: format!("not sent, the endpoint had just failed: {e}"),
     }
 }
 
@@ -137,6 +162,36 @@ mod tests {
                 "{d:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_deferred_event_waits_its_current_step_without_counting_an_attempt() {
+        let now = Utc::now();
+        let e = || Outcome::Deferred(SinkError::Retryable("connection refused".into()));
+        match disposition(0, &e(), &sched(), now, 0.0) {
+            Disposition::Retry {
+                due,
+                attempts,
+                error,
+            } => {
+                assert_eq!(attempts, 0, "not an attempt");
+                assert_eq!(due - now, chrono::Duration::seconds(5));
+                assert!(error.starts_with("not sent"), "{error}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Deferred at the last step: it waits that step again, and is never dead-lettered untried.
+        match disposition(2, &e(), &sched(), now, 0.0) {
+            Disposition::Retry { due, attempts, .. } => {
+                assert_eq!(attempts, 2);
+                assert_eq!(due - now, chrono::Duration::seconds(300));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            disposition(0, &e(), &RetryMode::Hold, now, 0.0),
+            Disposition::Keep
+        );
     }
 
     #[test]

@@ -109,8 +109,28 @@ pub async fn deliver_once(
     sink: &AnySink,
     batch_size: usize,
 ) -> Result<Progress, RelayError> {
+    deliver_round(store, sink, batch_size, None).await
+}
+
+/// One round. With `defer` (the endpoint just failed with it, and the sink keeps per-event schedules) no
+/// request is sent: up to `batch_size` fresh rows move onto their schedules as [`Outcome::Deferred`].
+async fn deliver_round(
+    store: &Store,
+    sink: &AnySink,
+    batch_size: usize,
+    defer: Option<&SinkError>,
+) -> Result<Progress, RelayError> {
     let name = sink.name();
-    let rows = store.pending(name, Utc::now(), batch_size)?;
+    let mode = sink.retry_mode();
+    let scheduled = matches!(mode, RetryMode::Schedule(_));
+    let defer = defer.filter(|_| scheduled);
+    // While deferring, only fresh rows: no scheduled retry is due before the beginning of time.
+    let due_by = if defer.is_some() {
+        chrono::DateTime::<Utc>::MIN_UTC
+    } else {
+        Utc::now()
+    };
+    let rows = store.pending(name, due_by, batch_size)?;
     if rows.is_empty() {
         return Ok(Progress::default());
     }
@@ -119,34 +139,32 @@ pub async fn deliver_once(
     // otherwise flushes on a timer; a flush with nothing dirty is cheap.
     store.flush().await?;
     let state = store.sink_state(name)?;
-    let outcomes = match &state.disabled_at {
-        Some(at) => {
+    let outcomes = match (&state.disabled_at, defer) {
+        (Some(at), _) => {
             let why = state.disabled_reason.as_deref().unwrap_or("endpoint gone");
             let e = SinkError::Permanent(format!("sink disabled since {at}: {why}"));
             vec![Outcome::Failed(e); rows.len()]
         }
-        None => {
+        (None, Some(e)) => vec![Outcome::Deferred(e.clone()); rows.len()],
+        (None, None) => {
             let events: Vec<_> = rows.iter().map(|p| p.row.event.clone()).collect();
             sink.publish(&events).await
         }
     };
-    let mode = sink.retry_mode();
-    let scheduled = matches!(mode, RetryMode::Schedule(_));
     let mut progress = Progress::default();
     let mut settled = Vec::with_capacity(rows.len());
-    // With per-event schedules, rows a sink skipped after a retryable failure (the endpoint is unwell) join
-    // that failure's schedule: the outbox keeps draining while a receiver is down, so a dead webhook never
-    // fills its outbox to the high-water mark that would pause polling for every other sink, and each event
-    // is dead-lettered when its own schedule runs out. The endpoint still sees one request per round.
+    // With per-event schedules, rows a sink skipped after a retryable failure (the endpoint is unwell) are
+    // deferred onto their schedules rather than kept at the head of the outbox: the outbox keeps draining
+    // while a receiver is down, and the endpoint sees one request per round.
     let mut unwell: Option<SinkError> = None;
     for (i, p) in rows.into_iter().enumerate() {
         // A sink that reported fewer outcomes than events did not attempt the rest.
         let reported = outcomes.get(i).cloned().unwrap_or(Outcome::NotAttempted);
         let outcome = match (reported, &unwell) {
-            (Outcome::NotAttempted, Some(e)) => Outcome::Failed(e.deferred()),
+            (Outcome::NotAttempted, Some(e)) => Outcome::Deferred(e.clone()),
             (o, _) => o,
         };
-        if let Outcome::Failed(e) = &outcome {
+        if let Outcome::Failed(e) | Outcome::Deferred(e) = &outcome {
             if progress.error.is_none() {
                 progress.error = Some(e.clone());
             }
@@ -183,7 +201,8 @@ fn event_id(p: &crate::store::Pending) -> String {
 /// Returns rows delivered.
 ///
 /// # Errors
-/// A store error, or the sink's error when a round moved nothing (the sink is down).
+/// A store error, or the sink's error when a round moved nothing (a sink that holds its rows, like Kafka,
+/// is down). A webhook that fails moves its rows onto their schedules instead, so `drain` returns `Ok`.
 pub async fn drain(store: &Store, sink: &AnySink, batch_size: usize) -> Result<usize, RelayError> {
     let mut delivered = 0;
     loop {
@@ -231,8 +250,24 @@ pub async fn run(
 ) {
     let wake = notifier.get(sink.name());
     let mut delays = backoff(&cfg);
+    // Set when a round found the endpoint failing: the next rounds send nothing and only move the fresh
+    // rows onto their schedules, until the outbox is empty. Scheduled retries are then tried at their own
+    // due times, and fresh rows that arrive later get a real attempt again.
+    let mut unwell: Option<SinkError> = None;
     loop {
-        let wait = match deliver_once(&store, &sink, cfg.batch_size).await {
+        let round = deliver_round(&store, &sink, cfg.batch_size, unwell.as_ref()).await;
+        if let Ok(p) = &round {
+            let failing = p.delivered == 0 && p.dead == 0 && p.rescheduled > 0;
+            unwell = if failing {
+                p.error
+                    .clone()
+                    .filter(SinkError::is_retryable)
+                    .or(unwell.take())
+            } else {
+                None
+            };
+        }
+        let wait = match round {
             Ok(p) if p.idle() => {
                 tokio::select! {
                     () = wake.notified() => {}
@@ -242,8 +277,8 @@ pub async fn run(
                 continue;
             }
             Ok(p) if p.moved() > 0 => {
-                // Rows left the outbox (delivered, scheduled for a retry of their own, or dead-lettered): go
-                // on with the next ones at once. Only a round that moved nothing backs off.
+                // Rows left the outbox (delivered, onto a schedule of their own, or dead-lettered): go on
+                // with the next ones at once. Only a round that moved nothing backs off.
                 if let Some(e) = &p.error {
                     tracing::warn!(sink = %sink.name(), error = %e, delivered = p.delivered, rescheduled = p.rescheduled, dead = p.dead, "Some events failed; each waits durably for its next scheduled attempt.");
                 }

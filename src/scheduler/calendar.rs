@@ -163,11 +163,8 @@ impl CalendarPoller {
     }
 
     fn over_high_water(&self, groups: &BTreeMap<String, CalendarRoute>) -> bool {
-        let cap = usize::try_from(self.high_water).unwrap_or(usize::MAX);
         let sinks: HashSet<&String> = groups.values().flat_map(|r| r.sinks.iter()).collect();
-        sinks
-            .into_iter()
-            .any(|s| self.store.outbox_depth(s, cap.saturating_add(1)) > cap)
+        self.store.any_over_high_water(sinks, self.high_water)
     }
 
     /// Turns a round-level failure into the poll error; a refused sign-in is persisted first.

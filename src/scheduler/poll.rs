@@ -89,7 +89,6 @@ impl Poller {
     }
 
     fn over_high_water(&self, batch: &Batch) -> bool {
-        let cap = usize::try_from(self.high_water).unwrap_or(usize::MAX);
         let sinks: HashSet<&String> = self
             .routes
             .get(&batch.connection)
@@ -97,9 +96,7 @@ impl Poller {
             .flat_map(|r| batch.groups.iter().filter_map(|g| r.get(g)))
             .flat_map(|r| r.sinks.iter())
             .collect();
-        sinks
-            .into_iter()
-            .any(|s| self.store.outbox_depth(s, cap.saturating_add(1)) > cap)
+        self.store.any_over_high_water(sinks, self.high_water)
     }
 
     /// Polls one batch: at most one round (or `max_pages` pages), each page committed with its cursor.

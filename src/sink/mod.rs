@@ -80,6 +80,10 @@ pub enum Outcome {
     Failed(SinkError),
     /// Not attempted (the sink stopped early because the endpoint is evidently down); stays where it is.
     NotAttempted,
+    /// Not sent because the endpoint had just failed with this (retryable) error. Not an attempt: with a
+    /// per-event schedule the event waits the delay of its current step and keeps its attempt count, so
+    /// it is never dead-lettered without having been tried.
+    Deferred(SinkError),
 }
 
 impl Outcome {

@@ -454,6 +454,21 @@ impl Store {
             .count()
     }
 
+    /// Whether any of `sinks` has more than `high_water` events waiting: in its outbox, or scheduled for a
+    /// retry (a failing webhook's events wait there; they count, so the store stays bounded).
+    pub fn any_over_high_water<'a>(
+        &self,
+        sinks: impl IntoIterator<Item = &'a String>,
+        high_water: u64,
+    ) -> bool {
+        let cap = usize::try_from(high_water).unwrap_or(usize::MAX);
+        let limit = cap.saturating_add(1);
+        sinks.into_iter().any(|s| {
+            let queued = self.outbox_depth(s, limit);
+            queued > cap || queued + self.retry_depth(s, limit - queued) > cap
+        })
+    }
+
     /// Flushes to disk from synchronous code (CLI commands).
     pub fn flush_blocking(&self) -> Result<()> {
         self.db.flush()?;

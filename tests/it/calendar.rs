@@ -749,3 +749,45 @@ emit_updates = true
         ]
     );
 }
+
+#[tokio::test]
+async fn one_mailboxs_retry_after_does_not_hold_the_other_group_calendars() {
+    let w = World::with_calendars(2).await;
+    let d = w
+        .calendar_daemon(&w.calendar_toml(false, false, "page_size = 2"))
+        .await;
+    w.calendar_cycle(&d).await;
+    for g in &w.groups {
+        for i in 0..5 {
+            w.sim.create_event(g, &format!("event {i}"));
+        }
+    }
+    w.sim.reset_requests();
+    w.sim.throttle_next_event_listings(1, "1.5");
+    w.calendar_cycle(&d).await;
+    assert_eq!(created(&w).len(), 10);
+    let reqs = listings(&w);
+    let throttled = reqs.iter().find(|r| r.status == 429).expect("one 429");
+    let group_of = |path: &str| path.split('/').nth(3).unwrap_or_default().to_owned();
+    let other = w
+        .groups
+        .iter()
+        .find(|g| **g != group_of(&throttled.path))
+        .unwrap()
+        .clone();
+    let other_pages: Vec<_> = reqs.iter().filter(|r| group_of(&r.path) == other).collect();
+    assert!(other_pages.len() >= 3, "{other_pages:?}");
+    for r in other_pages {
+        assert!(
+            r.at.saturating_duration_since(throttled.at) < Duration::from_millis(1000),
+            "the other mailbox's pages did not wait for the throttled one"
+        );
+    }
+    let resent = reqs
+        .iter()
+        .filter(|r| group_of(&r.path) == group_of(&throttled.path) && r.at > throttled.at)
+        .map(|r| r.at.duration_since(throttled.at))
+        .min()
+        .unwrap();
+    assert!(resent >= Duration::from_millis(1500), "{resent:?}");
+}

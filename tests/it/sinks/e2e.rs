@@ -170,11 +170,82 @@ sinks = ["kafka", "hooks"]
     assert_eq!(store.dlq_count("hooks").unwrap(), 0);
 }
 
-/// A webhook that is down for the whole run, with a high-water mark far below the churn: the other sink
-/// must keep getting every event and polling must never pause, because the down webhook's events move onto
-/// their own retry schedules instead of piling up in its outbox.
+/// A webhook that is down for the whole run: the other sink must keep getting every event and polling
+/// must not pause, because the down webhook's events move onto their own retry schedules at once instead of
+/// waiting at the head of its outbox.
 #[tokio::test]
 async fn a_down_webhook_never_pauses_polling_for_the_other_sinks() {
+    let (daemon, sim, rx, dir, shutdown, tracker) = down_webhook_world(100).await;
+    let file = dir.path().join("events.jsonl");
+    let store = daemon.store().clone();
+    let mut expected = 0;
+    for round in 0..5 {
+        for _ in 0..6 {
+            expected += 1;
+            sim.add_member(GROUPS[0], &member(expected), MemberKind::User);
+        }
+        let reports = daemon.poll_all_once().await.unwrap();
+        assert!(
+            reports.iter().all(|r| !r.backpressure && r.events == 6),
+            "round {round}: polling went on: {reports:?}"
+        );
+        // The down webhook's rows leave its outbox within moments (one request, the rest deferred);
+        // holding them there instead would drain about one row per backoff step (up to 1 s).
+        wait_for(Duration::from_secs(3), "the hooks outbox drained", || {
+            store.outbox_depth("hooks", 10) == 0 && store.outbox_depth("file", 10) == 0
+        })
+        .await;
+    }
+    shutdown.cancel();
+    tracker.close();
+    tracker.wait().await;
+    let got = crate::support::read_events(&file);
+    assert_eq!(got.len(), expected, "the file sink got every event");
+    assert_eq!(
+        store.retry_depth("hooks", usize::MAX),
+        expected,
+        "every webhook event waits on its schedule: nothing lost"
+    );
+    assert!(rx.delivered_ids().is_empty());
+}
+
+/// The events waiting for a down webhook (outbox and retry schedule) count against the high-water mark, so
+/// the store stays bounded: past the mark, polling pauses (the cursor stays, nothing is lost).
+#[tokio::test]
+async fn events_waiting_for_a_down_webhook_count_against_the_high_water_mark() {
+    let (daemon, sim, _rx, _dir, shutdown, tracker) = down_webhook_world(5).await;
+    let store = daemon.store().clone();
+    for i in 1..=6 {
+        sim.add_member(GROUPS[0], &member(i), MemberKind::User);
+    }
+    let first = daemon.poll_all_once().await.unwrap();
+    assert!(first.iter().all(|r| !r.backpressure && r.events == 6));
+    wait_for(Duration::from_secs(3), "the hooks outbox drained", || {
+        store.outbox_depth("hooks", 10) == 0
+    })
+    .await;
+    sim.add_member(GROUPS[0], &member(7), MemberKind::User);
+    let second = daemon.poll_all_once().await.unwrap();
+    assert!(
+        second.iter().all(|r| r.backpressure && r.events == 0),
+        "6 events wait for the webhook, more than the mark of 5: {second:?}"
+    );
+    shutdown.cancel();
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// A daemon with a JSONL sink and a webhook that answers 503, after its baseline round, relays running.
+async fn down_webhook_world(
+    high_water: u64,
+) -> (
+    Daemon,
+    Sim,
+    Receiver,
+    tempfile::TempDir,
+    CancellationToken,
+    TaskTracker,
+) {
     let sim = Sim::start(SimConfig::default()).await.unwrap();
     let rx = Receiver::start(&[SECRET_A]).await;
     rx.set_status(503);
@@ -186,7 +257,7 @@ async fn a_down_webhook_never_pauses_polling_for_the_other_sinks() {
 path = "{store}"
 
 [poll]
-outbox_high_water = 5
+outbox_high_water = {high_water}
 
 [relay]
 batch_size = 4
@@ -233,34 +304,5 @@ sinks = ["file", "hooks"]
     daemon.poll_all_once().await.unwrap(); // baseline
     let tracker = TaskTracker::new();
     daemon.spawn_relays(&tracker);
-    let store = daemon.store().clone();
-    let mut expected = 0;
-    for round in 0..5 {
-        for _ in 0..6 {
-            expected += 1;
-            sim.add_member(GROUPS[0], &member(expected), MemberKind::User);
-        }
-        let reports = daemon.poll_all_once().await.unwrap();
-        assert!(
-            reports.iter().all(|r| !r.backpressure && r.events == 6),
-            "round {round}: polling went on: {reports:?}"
-        );
-        // The down webhook's rows leave its outbox within moments (one request, the rest join the
-        // schedule); holding them there instead would drain about one row per backoff step (up to 1 s).
-        wait_for(Duration::from_secs(3), "the hooks outbox drained", || {
-            store.outbox_depth("hooks", 10) == 0 && store.outbox_depth("file", 10) == 0
-        })
-        .await;
-    }
-    shutdown.cancel();
-    tracker.close();
-    tracker.wait().await;
-    let got = crate::support::read_events(&file);
-    assert_eq!(got.len(), expected, "the file sink got every event");
-    assert_eq!(
-        store.retry_depth("hooks", usize::MAX),
-        expected,
-        "every webhook event waits on its schedule: nothing lost"
-    );
-    assert!(rx.delivered_ids().is_empty());
+    (daemon, sim, rx, dir, shutdown, tracker)
 }

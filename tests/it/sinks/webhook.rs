@@ -154,7 +154,7 @@ async fn a_refused_connection_is_retried_until_the_receiver_appears() {
     for _ in 0..2 {
         let p = relay::deliver_once(&store, &sink, 50).await.unwrap();
         // The first event is tried and rescheduled; the sink stops there, and the second, not sent to an
-        // endpoint that just failed, joins the same schedule.
+        // endpoint that just failed, is deferred onto its schedule (without counting an attempt).
         assert_eq!(
             (p.delivered, p.rescheduled, p.kept, p.dead),
             (0, 2, 0, 0),
@@ -167,8 +167,8 @@ async fn a_refused_connection_is_retried_until_the_receiver_appears() {
     let rows = store.pending("hooks", later, 10).unwrap();
     assert_eq!(
         rows.iter().map(|p| p.attempts).collect::<Vec<_>>(),
-        [2, 2],
-        "both events moved two steps along the schedule"
+        [2, 0],
+        "attempts are counted on the event that was tried; the deferred one was never sent"
     );
     assert_eq!(
         store.outbox_depth("hooks", 10),
@@ -437,6 +437,38 @@ async fn a_down_webhook_keeps_its_outbox_draining_onto_per_event_schedules() {
         3,
         "one request per round: the rest of a round is not sent to an endpoint that just failed"
     );
+}
+
+#[tokio::test]
+async fn the_relay_sends_one_request_to_a_down_webhook_however_long_its_outbox() {
+    let down = Receiver::start(&[SECRET_A]).await;
+    down.set_status(503);
+    let (_d, store) = temp_store();
+    stage(&store, "down", 250);
+    let task = RelayTask::spawn(
+        &store,
+        Arc::new(webhook_sink("down", &down.url(), &[SECRET_A], "[30, 30]")),
+    );
+    wait_for(Duration::from_secs(10), "the outbox drained", || {
+        store.outbox_depth("down", 10) == 0
+    })
+    .await;
+    task.stop().await;
+    assert_eq!(store.retry_depth("down", usize::MAX), 250, "nothing lost");
+    assert_eq!(
+        down.hits().len(),
+        1,
+        "after the first failure the rest moved onto their schedules without a request each"
+    );
+    let later = Utc::now() + chrono::Duration::hours(1);
+    let attempts: Vec<u32> = store
+        .pending("down", later, 300)
+        .unwrap()
+        .iter()
+        .map(|p| p.attempts)
+        .collect();
+    assert_eq!(attempts.iter().filter(|a| **a == 1).count(), 1);
+    assert_eq!(attempts.iter().filter(|a| **a == 0).count(), 249);
 }
 
 #[tokio::test]
