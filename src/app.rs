@@ -53,14 +53,14 @@ impl Daemon {
         mut overrides: HashMap<String, AnySink>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
-        let store =
-            Store::open_with_cache(&cfg.store.path, cfg.store.cache_capacity_mb * 1024 * 1024)
-                .with_context(|| {
-                    format!(
-                        "opening the state store at {} (is another groupwatch using it?)",
-                        cfg.store.path.display()
-                    )
-                })?;
+        let store = Store::open_async(&cfg.store.path, cfg.store.cache_capacity_mb * 1024 * 1024)
+            .await
+            .with_context(|| {
+                format!(
+                    "opening the state store at {} (is another groupwatch using it?)",
+                    cfg.store.path.display()
+                )
+            })?;
         let plan = scheduler::reconcile(&cfg, &store).context("planning batches")?;
         let concurrency = Arc::new(Semaphore::new(cfg.poll.max_concurrent_requests));
         let mut graphs = HashMap::new();

@@ -22,9 +22,10 @@ use crate::relay::Notifier;
 use crate::scheduler::{CalendarPoller, calendar_plan};
 use crate::store::{SignInStatus, Store, StoreVault};
 
-fn open_store(cfg: &Config) -> anyhow::Result<Store> {
-    Store::open_with_cache(&cfg.store.path, cfg.store.cache_capacity_mb * 1024 * 1024).with_context(
-        || {
+async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
+    Store::open_async(&cfg.store.path, cfg.store.cache_capacity_mb * 1024 * 1024)
+        .await
+        .with_context(|| {
             format!(
                 "opening the state store at {} (sled allows one process at a time: stop the daemon, log in, start it again)",
                 cfg.store.path.display()
@@ -59,7 +60,7 @@ pub async fn login(
         );
     }
     // Fail before asking a person to type a code if the store is locked by a running daemon.
-    drop(open_store(cfg)?);
+    drop(open_store(cfg).await?);
     let http = http_client(
         Duration::from_secs(conn.connect_timeout_secs),
         Duration::from_secs(conn.request_timeout_secs),
@@ -78,7 +79,7 @@ pub async fn login(
     })
     .await
     .with_context(|| format!("signing in connection {connection}"))?;
-    let store = open_store(cfg)?;
+    let store = open_store(cfg).await?;
     store
         .save_login(connection, &outcome.refresh_token, &outcome.scopes)
         .await?;

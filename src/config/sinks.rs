@@ -112,14 +112,21 @@ impl std::fmt::Debug for WebhookSinkConfig {
     }
 }
 
-/// A URL as logs, errors and dead letters show it: user info and query masked, since endpoints often carry
-/// a credential there (Power Automate and Logic Apps trigger URLs hold their SAS signature in `sig=`).
+/// A URL as logs, errors and dead letters show it: user info, query and every path segment after the first
+/// masked, since endpoints often carry a credential there (Power Automate and Logic Apps trigger URLs hold
+/// their SAS signature in `sig=`; Slack and Discord webhook URLs hold their token in the path).
 pub fn redact_url(raw: &str) -> String {
     match url::Url::parse(raw) {
         Ok(mut u) => {
             if !u.username().is_empty() || u.password().is_some() {
                 let _ = u.set_username("REDACTED");
                 let _ = u.set_password(None);
+            }
+            let path = u.path().to_owned();
+            let mut segments = path.trim_start_matches('/').splitn(2, '/');
+            let first = segments.next().unwrap_or_default();
+            if segments.next().is_some_and(|rest| !rest.is_empty()) {
+                u.set_path(&format!("/{first}/REDACTED"));
             }
             if u.query().is_some() {
                 u.set_query(Some("REDACTED"));

@@ -90,7 +90,11 @@ fn webhook_urls_are_masked_in_debug_output_and_messages() {
         !dbg.contains("sas-secret-999") && !dbg.contains("pw-777"),
         "{dbg}"
     );
-    assert!(dbg.contains("prod.logic.azure.com/workflows/x"), "{dbg}");
+    assert!(dbg.contains("prod.logic.azure.com/workflows/"), "{dbg}");
+    assert_eq!(
+        redact_url("https://hooks.slack.com/services/T000/B000/tok-123"),
+        "https://hooks.slack.com/services/REDACTED"
+    );
     assert_eq!(
         redact_url("not a url?sig=sas-secret-999"),
         "not a url…(REDACTED)"

@@ -73,7 +73,10 @@ impl Store {
         self.db.flush_async().await?;
         // Files sled created since the store was opened (snapshots, blobs) got the process umask: the
         // 0700 directory already shuts others out, and this keeps every file holding the token 0600 too.
-        super::harden::restrict(&self.path)?;
+        // A failure here must not undo the rotation that is already durable: warn, the directory is 0700.
+        if let Err(e) = super::harden::restrict(&self.path) {
+            tracing::warn!(path = %self.path.display(), error = %e, "Could not tighten the store's file permissions after a credential write.");
+        }
         Ok(())
     }
 

@@ -80,7 +80,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct BatchRecord {
     /// Connection name.
     pub connection: String,
-    /// Group ids in the `$filter` of the saved link.
+    /// The batch's watched groups: those in the `$filter` of the saved link, minus any no longer watched
+    /// (their entries are ignored until the next full round; re-watching one gives it a new batch).
     pub groups: Vec<String>,
     /// Whether the saved link selects owners too.
     pub owners: bool,
@@ -262,6 +263,18 @@ impl Store {
     /// [`StoreError::Sled`] — notably when another process (a running daemon) holds the store.
     pub fn open(path: &Path) -> Result<Self> {
         Self::open_with_cache(path, 64 * 1024 * 1024)
+    }
+
+    /// [`Store::open_with_cache`] on the blocking pool, for async callers: opening may wait for a lock
+    /// (see [`LOCK_RELEASE_WAIT`]) and reads the store from disk.
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub async fn open_async(path: &Path, cache_bytes: u64) -> Result<Self> {
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || Self::open_with_cache(&path, cache_bytes))
+            .await
+            .map_err(|e| StoreError::Io(std::io::Error::other(format!("store open task: {e}"))))?
     }
 
     /// Opens with an explicit page-cache size in bytes.
