@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::Utc;
 use groupwatch::sim::Faults;
 
-use crate::support::{World, graph_round_trips, unique_by_id};
+use crate::support::{World, graph_round_trips, unique_by_id, with_audit_subscription};
 
 fn created(w: &World) -> Vec<serde_json::Value> {
     w.events()
@@ -691,23 +691,12 @@ async fn subscriptions_sharing_a_group_each_get_the_changes_they_asked_for() {
     let audit = w.dir.path().join("audit.jsonl");
     // "calendars" (from the helper): from_now, created only, to `file`. "audit": existing_as_added with
     // updates, to `audit`.
-    let toml = format!(
-        r#"{}
-[sinks.audit]
-type = "jsonl"
-path = "{}"
-
-[[subscriptions]]
-id = "audit"
-connection = "sim"
-kind = "calendar"
-groups = ["{g}"]
-sinks = ["audit"]
-baseline = "existing_as_added"
-emit_updates = true
-"#,
-        w.calendar_toml(false, true, ""),
-        audit.display()
+    let toml = with_audit_subscription(
+        &w.calendar_toml(false, true, ""),
+        &audit,
+        "calendar",
+        &g,
+        "baseline = \"existing_as_added\"\nemit_updates = true",
     );
     let d = w.calendar_daemon(&toml).await;
     w.calendar_cycle(&d).await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use groupwatch::sim::{Expiry, Faults, MemberKind, RemovedReason};
 use rand::{Rng, SeedableRng};
 
-use crate::support::{World, key, unique_by_id, user};
+use crate::support::{World, daemon_from, key, unique_by_id, user, with_audit_subscription};
 
 #[tokio::test]
 async fn replays_at_30_percent_produce_no_duplicate_events() {
@@ -322,10 +322,7 @@ async fn a_wrong_client_secret_fails_with_the_aadsts_error() {
     let toml = w
         .toml(&w.groups)
         .replace(&w.sim.client_secret(), "wrong-secret");
-    let cfg = groupwatch::config::Config::from_toml(&toml).unwrap();
-    let d = groupwatch::app::Daemon::build(cfg, Default::default())
-        .await
-        .unwrap();
+    let d = daemon_from(&toml).await;
     let err = d.poll_all_once().await.unwrap_err().to_string();
     assert!(err.contains("invalid_client"), "{err}");
     assert!(err.contains("AADSTS7000215"), "{err}");
@@ -357,10 +354,7 @@ async fn outbox_above_high_water_pauses_polling() {
     let toml = w
         .toml(&w.groups)
         .replace("jitter_secs = 0", "jitter_secs = 0\noutbox_high_water = 10");
-    let cfg = groupwatch::config::Config::from_toml(&toml).unwrap();
-    let d = groupwatch::app::Daemon::build(cfg, Default::default())
-        .await
-        .unwrap();
+    let d = daemon_from(&toml).await;
     d.poll_all_once().await.unwrap(); // stages 30 rows, above the mark
     w.sim.reset_requests();
     let r = d.poll_all_once().await.unwrap();
@@ -499,12 +493,7 @@ async fn a_graph_request_that_times_out_is_retried_and_nothing_is_lost() {
     let toml = w
         .toml(&w.groups)
         .replace("request_timeout_secs = 10", "request_timeout_secs = 1");
-    let d = groupwatch::app::Daemon::build(
-        groupwatch::config::Config::from_toml(&toml).unwrap(),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let d = daemon_from(&toml).await;
     w.cycle(&d).await;
     w.sim.add_member(&w.groups[0], &user(9), MemberKind::User);
     w.sim.set_faults(Faults {
@@ -540,30 +529,14 @@ async fn each_subscription_gets_its_own_baseline_on_a_shared_group() {
     // One group, two subscriptions: `from_now` to the file sink, `existing_as_added` to a second file.
     let w = World::new(1, 3, 100).await;
     let audit = w.dir.path().join("audit.jsonl");
-    let toml = format!(
-        r#"{}
-[sinks.audit]
-type = "jsonl"
-path = "{}"
-
-[[subscriptions]]
-id = "audit"
-connection = "sim"
-kind = "members"
-groups = ["{}"]
-sinks = ["audit"]
-baseline = "existing_as_added"
-"#,
-        w.toml(&w.groups),
-        audit.display(),
-        w.groups[0]
+    let toml = with_audit_subscription(
+        &w.toml(&w.groups),
+        &audit,
+        "members",
+        &w.groups[0],
+        "baseline = \"existing_as_added\"",
     );
-    let d = groupwatch::app::Daemon::build(
-        groupwatch::config::Config::from_toml(&toml).unwrap(),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let d = daemon_from(&toml).await;
     w.cycle(&d).await;
     let audited = |n| {
         let evs = crate::support::read_events(&audit);

@@ -20,6 +20,33 @@ const GROUPS: [&str; 3] = [
     "aaaaaaaa-0000-0000-0000-000000000003",
 ];
 
+/// Store (under `dir`), a fast relay and the simulator's connection `sim`.
+fn base_toml(sim: &Sim, dir: &std::path::Path, batch_size: usize) -> String {
+    format!(
+        r#"
+[store]
+path = "{store}"
+
+[relay]
+batch_size = {batch_size}
+retry_initial_ms = 20
+retry_max_secs = 1
+
+[connections.sim]
+tenant_id = "{tenant}"
+client_id = "{client}"
+client_secret = "{secret}"
+graph_url = "{graph}"
+authority_url = "{graph}"
+"#,
+        store = dir.join("state").display(),
+        tenant = sim.tenant_id(),
+        client = sim.client_id(),
+        secret = sim.client_secret(),
+        graph = sim.base_url(),
+    )
+}
+
 fn member(n: usize) -> String {
     format!("bbbbbbbb-0000-0000-0000-{n:012}")
 }
@@ -36,22 +63,7 @@ async fn tenant_churn_reaches_kafka_and_a_flaky_webhook_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let groups = GROUPS.map(|g| format!("\"{g}\"")).join(", ");
     let cfg = Config::from_toml(&format!(
-        r#"
-[store]
-path = "{store}"
-
-[relay]
-batch_size = 10
-retry_initial_ms = 20
-retry_max_secs = 1
-
-[connections.sim]
-tenant_id = "{tenant}"
-client_id = "{client}"
-client_secret = "{secret}"
-graph_url = "{graph}"
-authority_url = "{graph}"
-
+        r#"{base}
 [sinks.kafka]
 type = "kafka"
 brokers = ["{brokers}"]
@@ -70,11 +82,7 @@ kind = "members"
 groups = [{groups}]
 sinks = ["kafka", "hooks"]
 "#,
-        store = dir.path().join("state").display(),
-        tenant = sim.tenant_id(),
-        client = sim.client_id(),
-        secret = sim.client_secret(),
-        graph = sim.base_url(),
+        base = base_toml(&sim, dir.path(), 10),
         hook = rx.url(),
     ))
     .unwrap();
@@ -252,24 +260,9 @@ async fn down_webhook_world(
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("events.jsonl");
     let cfg = Config::from_toml(&format!(
-        r#"
-[store]
-path = "{store}"
-
+        r#"{base}
 [poll]
 outbox_high_water = {high_water}
-
-[relay]
-batch_size = 4
-retry_initial_ms = 20
-retry_max_secs = 1
-
-[connections.sim]
-tenant_id = "{tenant}"
-client_id = "{client}"
-client_secret = "{secret}"
-graph_url = "{graph}"
-authority_url = "{graph}"
 
 [sinks.file]
 type = "jsonl"
@@ -288,11 +281,7 @@ kind = "members"
 groups = ["{group}"]
 sinks = ["file", "hooks"]
 "#,
-        store = dir.path().join("state").display(),
-        tenant = sim.tenant_id(),
-        client = sim.client_id(),
-        secret = sim.client_secret(),
-        graph = sim.base_url(),
+        base = base_toml(&sim, dir.path(), 4),
         file = file.display(),
         hook = rx.url(),
         group = GROUPS[0],

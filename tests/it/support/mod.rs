@@ -162,6 +162,40 @@ baseline = "{baseline}"
     }
 }
 
+/// Builds a daemon (no sign-in) from a configuration text.
+pub async fn daemon_from(toml: &str) -> Daemon {
+    Daemon::build(Config::from_toml(toml).unwrap(), CancellationToken::new())
+        .await
+        .unwrap()
+}
+
+/// `toml` plus a JSONL sink `audit` writing to `path` and a subscription `audit` of `kind` on `group` that
+/// sends to it, with `extra` settings (e.g. a different baseline).
+pub fn with_audit_subscription(
+    toml: &str,
+    path: &std::path::Path,
+    kind: &str,
+    group: &str,
+    extra: &str,
+) -> String {
+    format!(
+        r#"{toml}
+[sinks.audit]
+type = "jsonl"
+path = "{path}"
+
+[[subscriptions]]
+id = "audit"
+connection = "sim"
+kind = "{kind}"
+groups = ["{group}"]
+sinks = ["audit"]
+{extra}
+"#,
+        path = path.display()
+    )
+}
+
 pub fn read_events(path: &std::path::Path) -> Vec<Value> {
     match std::fs::read_to_string(path) {
         Ok(s) => s
