@@ -136,8 +136,8 @@ async fn deliver_round(
     }
     // Only durable rows may leave: a crash must never roll back the state behind an event a sink already
     // has (the cursor and state roll back together, but a delivered event cannot be taken back). sled
-    // otherwise flushes on a timer; a flush with nothing dirty is cheap.
-    store.flush().await?;
+    // otherwise flushes on a timer. Skipped when every staged row is already on disk.
+    store.flush_staged().await?;
     let state = store.sink_state(name)?;
     let outcomes = match (&state.disabled_at, defer) {
         (Some(at), _) => {

@@ -148,6 +148,7 @@ impl Store {
                 detected_at: c.detected_at,
             })
             .collect();
+        let _staging = self.staging();
         let events: Vec<_> = changes
             .iter()
             .map(|ch| (c.sinks.of(ch.emitted.change), ch.to_event()))

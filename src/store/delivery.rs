@@ -166,6 +166,7 @@ impl Store {
 
     /// Stages one event for `sink` at the end of its outbox (dead-letter replay, tests, benches).
     pub fn outbox_push(&self, sink: &str, event: &cloudevents::Event) -> Result<()> {
+        let _staging = self.staging();
         let seq = self.db.generate_id()?;
         let key = [sink.as_bytes(), b"\0", &seq.to_be_bytes()].concat();
         self.outbox.insert(key, encode(event))?;

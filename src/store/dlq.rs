@@ -75,6 +75,7 @@ impl Store {
     /// Store failures; nothing is moved then.
     pub fn dlq_replay(&self, filter: &DlqFilter) -> Result<Vec<DeadLetter>> {
         let found = self.dlq_list(filter)?;
+        let _staging = self.staging();
         let res = (&self.dead_letters, &self.outbox).transaction(|(dead, outbox)| {
             for (seq, d) in &found {
                 dead.remove(seq.to_be_bytes().to_vec())?;

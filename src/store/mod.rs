@@ -171,10 +171,33 @@ fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db> {
     }
 }
 
+/// Which outbox writes a completed flush covers, so the relay flushes only when a row it is about to send
+/// could still be in memory alone. `begun` counts staging commits as they start, `done` as they finish;
+/// `flushed` is the `done` count read before the last completed flush started (sled's flush makes
+/// everything written before the call durable). `begun == flushed` means every staged row is on disk.
+#[derive(Debug, Default)]
+struct Durability {
+    begun: std::sync::atomic::AtomicU64,
+    done: std::sync::atomic::AtomicU64,
+    flushed: std::sync::atomic::AtomicU64,
+}
+
+/// Marks one staging commit in progress; dropped when it has finished (either way).
+struct Staging<'a>(&'a Durability);
+
+impl Drop for Staging<'_> {
+    fn drop(&mut self) {
+        self.0
+            .done
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// The sled database.
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
+    durability: std::sync::Arc<Durability>,
     /// The store directory (permissions are re-tightened after credential writes).
     path: std::sync::Arc<std::path::PathBuf>,
     batches: sled::Tree,
@@ -310,6 +333,7 @@ impl Store {
             dead_letters: db.open_tree("dead_letters")?,
             sinks: db.open_tree("sinks")?,
             db,
+            durability: std::sync::Arc::default(),
             path: std::sync::Arc::new(path.to_path_buf()),
         })
     }
@@ -484,14 +508,51 @@ impl Store {
 
     /// Flushes to disk from synchronous code (CLI commands).
     pub fn flush_blocking(&self) -> Result<()> {
+        let covered = self.staged_so_far();
         self.db.flush()?;
+        self.mark_flushed(covered);
         Ok(())
     }
 
     /// Flushes to disk; called last on shutdown.
     pub async fn flush(&self) -> Result<()> {
+        let covered = self.staged_so_far();
         self.db.flush_async().await?;
+        self.mark_flushed(covered);
         Ok(())
+    }
+
+    /// Flushes only if some outbox row staged since the last flush may not be on disk yet: what the relay
+    /// calls before a sink sees any row. Its own deletions of delivered rows need no flush (losing one
+    /// repeats an event with the same id), so a steady stream of deliveries does not fsync per batch.
+    pub async fn flush_staged(&self) -> Result<()> {
+        let d = &self.durability;
+        if d.begun.load(std::sync::atomic::Ordering::SeqCst)
+            > d.flushed.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    fn staged_so_far(&self) -> u64 {
+        self.durability
+            .done
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn mark_flushed(&self, covered: u64) {
+        self.durability
+            .flushed
+            .fetch_max(covered, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Call before a write that stages outbox rows; keep the guard until the write has returned.
+    fn staging(&self) -> Staging<'_> {
+        self.durability
+            .begun
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Staging(&self.durability)
     }
 
     /// Runs one page commit (see [`PageInput`]).
@@ -499,6 +560,7 @@ impl Store {
     /// # Errors
     /// [`StoreError`] when sled fails; nothing is written then (the transaction aborts whole).
     pub fn commit_page(&self, input: &PageInput<'_>) -> Result<PageOutcome> {
+        let _staging = self.staging();
         let res = (&self.batches, &self.links, &self.groups, &self.outbox).transaction(
             |(batches, links, groups, outbox)| page::apply(input, batches, links, groups, outbox),
         );
