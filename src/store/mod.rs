@@ -526,13 +526,17 @@ impl Store {
     /// calls before a sink sees any row. Its own deletions of delivered rows need no flush (losing one
     /// repeats an event with the same id), so a steady stream of deliveries does not fsync per batch.
     pub async fn flush_staged(&self) -> Result<()> {
-        let d = &self.durability;
-        if d.begun.load(std::sync::atomic::Ordering::SeqCst)
-            > d.flushed.load(std::sync::atomic::Ordering::SeqCst)
-        {
+        if self.staged_unflushed() {
             self.flush().await?;
         }
         Ok(())
+    }
+
+    /// Whether an outbox write has begun since the start of the last completed flush.
+    pub fn staged_unflushed(&self) -> bool {
+        let d = &self.durability;
+        d.begun.load(std::sync::atomic::Ordering::SeqCst)
+            > d.flushed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn staged_so_far(&self) -> u64 {

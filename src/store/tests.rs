@@ -181,3 +181,42 @@ fn a_store_held_open_is_still_refused() {
     let err = Store::open(dir.path()).expect_err("a second open must fail");
     assert!(err.to_string().contains("lock"), "{err}");
 }
+
+#[tokio::test]
+async fn the_relay_flush_is_needed_only_after_rows_were_staged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert!(
+        !store.staged_unflushed(),
+        "a fresh store has nothing staged"
+    );
+    let b0 = BatchRecord::new("c", vec!["g".into()], false);
+    commit(
+        &store,
+        &b0,
+        "next-1",
+        true,
+        &[obs("g", "u1", true)],
+        &ctx(true),
+    );
+    assert!(store.staged_unflushed(), "a page commit staged rows");
+    store.flush_staged().await.unwrap();
+    assert!(!store.staged_unflushed(), "flushed");
+    // Delivering (settling) rows is no staging: no flush per delivered batch.
+    let rows = store.pending("a", Utc::now(), 10).unwrap();
+    assert_eq!(rows.len(), 1);
+    let settled: Vec<_> = rows.into_iter().map(|p| (p, Disposition::Ack)).collect();
+    store.settle("a", &settled).unwrap();
+    assert!(!store.staged_unflushed());
+    let ev = store.pending("b", Utc::now(), 1).unwrap()[0]
+        .row
+        .event
+        .clone();
+    store.outbox_push("a", &ev).unwrap();
+    assert!(
+        store.staged_unflushed(),
+        "a replayed or pushed row is staging too"
+    );
+    store.flush().await.unwrap();
+    assert!(!store.staged_unflushed());
+}
