@@ -248,9 +248,10 @@ sinks = ["kafka"]
 
 #[test]
 fn demo_shows_member_and_calendar_events_within_seconds() {
+    // Long enough for the demo's delta-token expiry (after 16 s) and the resync after it.
     let out = bin()
-        .args(["demo", "--for-secs", "12"])
-        .env("RUST_LOG", "warn")
+        .args(["demo", "--for-secs", "24"])
+        .env("RUST_LOG", "error")
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -263,5 +264,29 @@ fn demo_shows_member_and_calendar_events_within_seconds() {
     assert!(
         text.contains("new event"),
         "calendar events are shown too:\n{text}"
+    );
+    assert!(text.contains("delta tokens expired"), "{text}");
+    // Every emitted line carries its event id: none repeats, across replays and the resync.
+    let ids: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" joined ") || l.contains(" left ") || l.contains("new event"))
+        .filter_map(|l| l.rsplit("  id ").next())
+        .collect();
+    let unique: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "a repeated event id:\n{text}");
+    // No more member events than real member changes in the tenant (replays become nothing).
+    let changes = text
+        .lines()
+        .filter(|l| {
+            l.contains("tenant: ") && (l.contains(" added to ") || l.contains(" removed from "))
+        })
+        .count();
+    let events = text
+        .lines()
+        .filter(|l| l.contains(" joined ") || l.contains(" left "))
+        .count();
+    assert!(
+        events >= 1 && events <= changes,
+        "{events} events for {changes} changes:\n{text}"
     );
 }
