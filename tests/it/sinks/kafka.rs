@@ -277,3 +277,47 @@ async fn no_event_is_lost_or_duplicated_across_a_broker_restart() {
         assert_eq!(order, want, "group {g} in order");
     }
 }
+
+#[tokio::test]
+async fn a_broker_down_at_startup_does_not_stop_the_daemon_and_events_wait_for_it() {
+    let Some(bin) = tansu_bin() else { return };
+    let mut broker = Tansu::start(bin);
+    let brokers = broker.addr();
+    broker.down();
+    let w = crate::support::World::new(1, 1, 100).await;
+    let toml = format!(
+        "{}\n[sinks.bus]\ntype = \"kafka\"\nbrokers = [\"{brokers}\"]\ntopic = \"late\"\ndelivery_timeout_secs = 3\nhealthcheck_timeout_secs = 1\n",
+        w.toml(&w.groups)
+    );
+    // The startup check fails retryably (no broker): a warning, not a refusal to start.
+    let d = crate::support::daemon_from(&toml).await;
+    let evs = interleaved(&["g1"], 3, 0);
+    stage(d.store(), "bus", &evs);
+    assert!(d.deliver_all().await.is_err(), "the broker is still down");
+    assert_eq!(
+        d.store().outbox_depth("bus", 10),
+        3,
+        "events wait in the outbox"
+    );
+    broker.up();
+    create_topic(&brokers, "late", 3).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while d.store().outbox_depth("bus", 10) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not delivered after the broker came up"
+        );
+        let _ = d.deliver_all().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let got = consume(
+        &brokers,
+        "late",
+        evs.len(),
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+    )
+    .await;
+    let got_ids: Vec<String> = got.iter().map(|r| r.header("ce_id").to_owned()).collect();
+    assert_eq!(got_ids, ids(&evs), "every event, once, in order");
+}
