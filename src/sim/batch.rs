@@ -24,7 +24,9 @@ const OUTLOOK_PARALLEL: usize = 4;
 async fn run_item(shared: Arc<Shared>, auth: Option<String>, item: Value) -> Value {
     let id = item["id"].as_str().unwrap_or_default().to_owned();
     let method = item["method"].as_str().unwrap_or("GET").to_uppercase();
-    let url = format!("/v1.0{}", item["url"].as_str().unwrap_or_default());
+    // Graph takes the relative URL with or without its leading slash.
+    let rel = item["url"].as_str().unwrap_or_default();
+    let url = format!("/v1.0/{}", rel.trim_start_matches('/'));
     let mut req = Request::builder()
         .method(method.as_str())
         .uri(&url)
@@ -98,7 +100,7 @@ pub(super) async fn batch(
                 .as_array()
                 .map(|a| {
                     a.iter()
-                        .filter_map(|d| d.as_str().map(str::to_owned))
+                        .filter_map(|d| d.as_str().map(str::to_ascii_lowercase))
                         .collect()
                 })
                 .unwrap_or_default();
@@ -108,7 +110,8 @@ pub(super) async fn batch(
                 run_item(shared.clone(), auth.clone(), item).await
             };
             if r["status"].as_u64().unwrap_or(500) >= 400 {
-                failed.insert(id);
+                // Ids are case-insensitive, in `dependsOn` too.
+                failed.insert(id.to_ascii_lowercase());
             }
             responses.push(r);
         }

@@ -196,7 +196,16 @@ pub(super) async fn events(
         return r;
     }
     if method == Method::POST {
-        let v: Value = serde_json::from_str(&body).unwrap_or_default();
+        let Some(v) = serde_json::from_str::<Value>(&body)
+            .ok()
+            .filter(Value::is_object)
+        else {
+            return shared.graph_error(
+                StatusCode::BAD_REQUEST,
+                "ErrorInvalidRequest",
+                "The request body must be a JSON event object.",
+            );
+        };
         let subject = v["subject"].as_str().unwrap_or("(no subject)").to_owned();
         let rng = hex_token(&mut *lock(&shared.ids));
         let mut cal = lock(&shared.calendar);
@@ -353,7 +362,17 @@ pub(super) async fn event(
             )
         };
     }
-    let v: Value = serde_json::from_str(&body).unwrap_or_default();
+    let Some(v) = serde_json::from_str::<Value>(&body)
+        .ok()
+        .filter(Value::is_object)
+    else {
+        drop(cal);
+        return shared.graph_error(
+            StatusCode::BAD_REQUEST,
+            "ErrorInvalidRequest",
+            "The request body must be a JSON object with the fields to change.",
+        );
+    };
     let Some(ev) = cal.find(&group, &id) else {
         drop(cal);
         return shared.graph_error(

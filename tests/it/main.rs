@@ -6,6 +6,7 @@ mod deploy;
 mod examples;
 
 mod membership;
+mod membership_edges;
 mod process;
 mod replan;
 mod sinks;
