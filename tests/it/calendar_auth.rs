@@ -408,3 +408,31 @@ async fn mismatched_certificate_key_is_a_config_error_naming_the_key_path() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn login_while_a_daemon_holds_the_store_fails_before_showing_a_code() {
+    let w = World::with_calendars(1).await;
+    let toml = w.calendar_toml(false, true, "");
+    let file = config_file(&w, &toml);
+    // A running daemon (here: in this process) holds the store; sign it in first so it can start.
+    let _daemon = w.calendar_daemon(&toml).await;
+    let out = run_bin(vec![
+        "login".into(),
+        "--config".into(),
+        file,
+        "--connection".into(),
+        "sim".into(),
+    ])
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("stop the daemon"),
+        "the error says what to do: {stderr}"
+    );
+    assert!(
+        !stdout.contains("enter the code"),
+        "no code is shown to a person who could not complete the sign-in: {stdout}"
+    );
+}
