@@ -25,8 +25,9 @@ pub struct KafkaSinkConfig {
     /// event as `application/cloudevents+json`).
     #[serde(default)]
     pub mode: KafkaMode,
-    /// librdkafka's `message.timeout.ms`: how long one produce may take, retries included, before the event
-    /// is handed back to the relay (it stays in the outbox and is sent again).
+    /// How long one delivery round waits for its delivery reports. Events without one stay in the outbox
+    /// and in flight in the producer (messages never time out inside librdkafka); the next round waits for
+    /// the same messages. Three rounds in a row with nothing delivered recreate the producer.
     #[serde(default = "default_delivery_timeout_secs")]
     pub delivery_timeout_secs: u64,
     /// Limit of the startup metadata fetch.

@@ -23,10 +23,11 @@ pub fn producer_config(cfg: &KafkaSinkConfig) -> ClientConfig {
         // fails, stays in the outbox in order, and the sink recreates the producer.
         .set("enable.gapless.guarantee", "true")
         .set("acks", "all")
-        .set(
-            "message.timeout.ms",
-            (cfg.delivery_timeout_secs.saturating_mul(1000)).to_string(),
-        );
+        // Messages never time out inside librdkafka (0 = infinite): a timed-out message is a gap that a
+        // retry from the outbox would fill behind later events of its group. A round waits
+        // `delivery_timeout_secs` for reports; what is still in flight then is awaited again next round,
+        // and a producer that gets nothing through in a whole round is recreated (see `KafkaSink`).
+        .set("message.timeout.ms", "0");
     if !cfg.properties.0.contains_key("client.id") {
         cc.set("client.id", "groupwatch");
     }
@@ -96,7 +97,11 @@ mod tests {
         assert_eq!(cc.get("enable.idempotence"), Some("true"));
         assert_eq!(cc.get("enable.gapless.guarantee"), Some("true"));
         assert_eq!(cc.get("acks"), Some("all"));
-        assert_eq!(cc.get("message.timeout.ms"), Some("7000"));
+        assert_eq!(
+            cc.get("message.timeout.ms"),
+            Some("0"),
+            "never times out inside librdkafka"
+        );
         assert_eq!(cc.get("compression.type"), Some("zstd"));
         assert_eq!(cc.get("client.id"), Some("groupwatch"));
         assert_eq!(cc.get("linger.ms"), Some("1"), "our default");

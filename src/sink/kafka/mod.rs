@@ -8,6 +8,7 @@
 pub mod client;
 pub mod record;
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use futures::future::join_all;
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use super::{Outcome, Sink, SinkError};
 use crate::config::KafkaSinkConfig;
@@ -31,6 +32,25 @@ pub struct KafkaSink {
     client_config: ClientConfig,
     // A std mutex on purpose: held only to clone or replace the handle, never across an `.await`.
     producer: Mutex<Option<FutureProducer>>,
+    /// Deliveries a round stopped waiting for, by CloudEvent id: the producer still holds those messages
+    /// (they never time out inside librdkafka), so the next round awaits them again instead of producing
+    /// them a second time, which would put a repeat behind later events of the group.
+    in_flight: Mutex<HashMap<String, DeliveryFuture>>,
+    /// Consecutive rounds that got nothing through while messages waited.
+    stalled_rounds: std::sync::atomic::AtomicU32,
+}
+
+/// Rounds in a row with nothing delivered before the producer is recreated. More than one, so a broker
+/// slower than `delivery_timeout_secs` is waited for (its deliveries complete in a later round) rather than
+/// answered with a new producer and a second copy of everything in flight.
+const STALLED_ROUNDS_BEFORE_RESET: u32 = 3;
+
+/// How one event of a round ended.
+enum Report {
+    Delivered,
+    Failed(SinkError),
+    /// No delivery report within `delivery_timeout_secs`; still in the producer.
+    Pending(DeliveryFuture),
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -53,6 +73,8 @@ impl KafkaSink {
             cfg: cfg.clone(),
             client_config: client::producer_config(cfg),
             producer: Mutex::new(None),
+            in_flight: Mutex::new(HashMap::new()),
+            stalled_rounds: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -83,21 +105,26 @@ impl KafkaSink {
     }
 
     /// Drops a producer that hit a fatal error (e.g. the idempotence state could not be recovered after a
-    /// cluster lost its data), or one that got nothing through while its messages timed out: librdkafka then
-    /// only bumps its producer epoch locally, and a broker that has forgotten the producer id (restarted
-    /// without its state) can refuse every later produce with UNKNOWN_PRODUCER_ID until the timeout, round
-    /// after round, without ever raising a fatal error. The next publish creates a fresh producer, which
-    /// asks for a new id. Unacked events are simply sent again; a fresh producer adds no duplicate risk,
-    /// since after an epoch bump the broker could not have recognised a repeat either.
-    fn reset_if_broken(&self, producer: &FutureProducer, stalled: bool) {
+    /// cluster lost its data, or a gap the gapless guarantee refused), or one that got nothing through in a
+    /// few whole rounds while messages waited: a broker that was restarted without its state (or a new cluster
+    /// behind the same address) can refuse every produce of the old producer id with UNKNOWN_PRODUCER_ID
+    /// without librdkafka ever raising a fatal error. The next publish creates a fresh producer, which asks
+    /// for a new id; the old one's queued messages are purged, so every unacked event is produced again, in
+    /// outbox order. Returns whether it dropped the producer.
+    fn reset_if_broken(&self, producer: &FutureProducer, stalled: bool) -> bool {
         if let Some((code, reason)) = producer.client().fatal_error() {
             tracing::error!(sink = %self.name, error = %reason, code = ?code, "Kafka producer hit a fatal error; recreating it.");
         } else if stalled {
-            tracing::warn!(sink = %self.name, "Kafka producer delivered nothing and its messages timed out; recreating it.");
+            tracing::warn!(sink = %self.name, rounds = STALLED_ROUNDS_BEFORE_RESET, timeout_secs = self.cfg.delivery_timeout_secs, "Kafka producer delivered nothing for several rounds; recreating it.");
         } else {
-            return;
+            return false;
         }
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         *self.producer.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        true
     }
 
     /// Enqueues one record, waiting while the producer queue is full.
@@ -144,40 +171,78 @@ impl Sink for KafkaSink {
         };
         let mut pending = Vec::with_capacity(batch.len());
         for ev in batch {
-            let enqueued = match record::build(ev, &self.cfg) {
-                Ok(rec) => self.enqueue(&producer, &rec).await,
-                Err(e) => Err(e),
+            use cloudevents::AttributesReader;
+            let earlier = self
+                .in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(ev.id());
+            let enqueued = match earlier {
+                Some(delivery) => Ok(delivery),
+                None => match record::build(ev, &self.cfg) {
+                    Ok(rec) => self.enqueue(&producer, &rec).await,
+                    Err(e) => Err(e),
+                },
             };
-            pending.push(enqueued);
+            pending.push((ev.id().to_owned(), enqueued));
         }
-        // Each delivery report with, for failures, librdkafka's error code.
-        let reports = join_all(pending.into_iter().map(|p| async move {
-            match p {
-                Err(e) => Err((e, None)),
-                Ok(fut) => match fut.await {
-                    Ok(Ok(_delivery)) => Ok(()),
-                    Ok(Err((e, _msg))) => Err((client::classify(&e), e.rdkafka_error_code())),
-                    Err(_canceled) => {
-                        Err((SinkError::Retryable("producer went away".into()), None))
+        // Each delivery report, waited for until one deadline for the whole round.
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs(self.cfg.delivery_timeout_secs);
+        let reports = join_all(pending.into_iter().map(|(id, p)| async move {
+            let report = match p {
+                Err(e) => Report::Failed(e),
+                Ok(mut fut) => match tokio::time::timeout_at(deadline, &mut fut).await {
+                    Err(_elapsed) => Report::Pending(fut),
+                    Ok(Ok(Ok(_delivery))) => Report::Delivered,
+                    Ok(Ok(Err((e, _msg)))) => Report::Failed(client::classify(&e)),
+                    Ok(Err(_canceled)) => {
+                        Report::Failed(SinkError::Retryable("producer went away".into()))
                     }
                 },
-            }
+            };
+            (id, report)
         }))
         .await;
-        if reports.iter().any(Result::is_err) {
-            let stalled = !reports.iter().any(Result::is_ok)
-                && reports
-                    .iter()
-                    .any(|r| matches!(r, Err((_, Some(RDKafkaErrorCode::MessageTimedOut)))));
-            self.reset_if_broken(&producer, stalled);
+        let delivered = reports.iter().any(|(_, r)| matches!(r, Report::Delivered));
+        let waiting = reports.iter().any(|(_, r)| matches!(r, Report::Pending(_)));
+        let failed = reports.iter().any(|(_, r)| matches!(r, Report::Failed(_)));
+        // Nothing got through in a whole round although messages wait: the broker is down, or it was
+        // restarted without its state and refuses this producer's id (see `reset_if_broken`).
+        let stalled = if !delivered && waiting {
+            self.stalled_rounds
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1
+                >= STALLED_ROUNDS_BEFORE_RESET
+        } else {
+            self.stalled_rounds
+                .store(0, std::sync::atomic::Ordering::Relaxed);
+            false
+        };
+        let reset = (failed || stalled) && self.reset_if_broken(&producer, stalled);
+        if reset {
+            self.stalled_rounds
+                .store(0, std::sync::atomic::Ordering::Relaxed);
         }
-        reports
-            .into_iter()
-            .map(|r| match r {
-                Ok(()) => Outcome::Delivered,
-                Err((e, _)) => Outcome::Failed(e),
-            })
-            .collect()
+        let mut outcomes = Vec::with_capacity(reports.len());
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, r) in reports {
+            outcomes.push(match r {
+                Report::Delivered => Outcome::Delivered,
+                Report::Failed(e) => Outcome::Failed(e),
+                Report::Pending(fut) => {
+                    // A recreated producer purged it: it is produced again next round.
+                    if !reset {
+                        in_flight.insert(id, fut);
+                    }
+                    Outcome::Failed(SinkError::Retryable(format!(
+                        "no delivery report within {} s; the message stays in flight",
+                        self.cfg.delivery_timeout_secs
+                    )))
+                }
+            });
+        }
+        outcomes
     }
 
     /// Creates the producer and fetches cluster metadata, both on the blocking pool.

@@ -12,7 +12,9 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 use crate::support::sinks::broker::consume;
-use crate::support::sinks::{RelayTask, event, ids, kafka_sink, temp_store, unique, wait_for};
+use crate::support::sinks::{
+    RelayTask, event, ids, kafka_sink, sink_from_toml, temp_store, unique, wait_for,
+};
 
 fn events(from: u64, n: u64) -> Vec<Event> {
     (from..from + n)
@@ -133,4 +135,52 @@ async fn a_producer_that_cannot_be_created_keeps_events_in_the_outbox() {
     assert!(e.to_string().contains("ssl.ca.location"), "{e}");
     assert_eq!(store.outbox_depth("events", 10), 3);
     assert_eq!(store.dlq_count("events").unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_round_that_stops_waiting_leaves_messages_in_flight_and_never_produces_them_twice() {
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("slow", 2, 1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let (_d, store) = temp_store();
+    let sink = sink_from_toml(
+        "events",
+        &format!(
+            "type = \"kafka\"\nbrokers = [\"{brokers}\"]\ntopic = \"slow\"\ndelivery_timeout_secs = 1\n"
+        ),
+    );
+    // Warm up metadata and the producer id at normal speed.
+    let warm = events(1_000, 1);
+    store.outbox_push("events", &warm[0]).unwrap();
+    relay::drain(&store, &sink, 10).await.unwrap();
+    // The broker now answers every request 2.5 s late: longer than a round waits for its reports.
+    mock.broker_round_trip_time(1, Duration::from_millis(2500))
+        .unwrap();
+    let evs = events(0, 40);
+    for e in &evs {
+        store.outbox_push("events", e).unwrap();
+    }
+    let first = relay::deliver_once(&store, &sink, 100).await.unwrap();
+    assert_eq!(first.delivered, 0, "{first:?}");
+    assert_eq!(first.kept, 40, "every event stays in the outbox, in flight");
+    let msg = first.error.unwrap().to_string();
+    assert!(msg.contains("stays in flight"), "{msg}");
+    // The next rounds wait for the same messages instead of producing them again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while store.outbox_depth("events", 100) > 0 {
+        assert!(std::time::Instant::now() < deadline, "never delivered");
+        relay::deliver_once(&store, &sink, 100).await.unwrap();
+    }
+    mock.broker_round_trip_time(1, Duration::ZERO).unwrap();
+    let got = consume(
+        &brokers,
+        "slow",
+        evs.len() + 1,
+        Duration::from_secs(30),
+        Duration::from_secs(3),
+    )
+    .await;
+    let got_ids: Vec<String> = got.iter().map(|r| r.header("ce_id").to_owned()).collect();
+    assert_eq!(got_ids.len(), evs.len() + 1, "each event exactly once");
+    assert!(unique(&got_ids));
 }
