@@ -223,7 +223,9 @@ pub fn decide(
                     version: 1,
                     id: keep_id,
                     missed: 0,
-                    baseline: silent,
+                    // Part of the first poll: whether emitted (`existing_as_added` sinks) or not
+                    // (`from_now` sinks), it predates the watch, and a wider window later stays silent.
+                    baseline: first,
                 };
                 if silent {
                     d.baseline += 1;
@@ -270,22 +272,26 @@ pub fn decide(
     let watermark = if first { newest.max(Some(now)) } else { newest };
     let next_start = watermark.map(|w| w - policy.overlap);
     let behind = |created: DateTime<Utc>| next_start.is_some_and(|f| created < f);
-    d.upserts = kept
-        .into_iter()
-        .filter(|(_, r)| !behind(r.created))
-        .collect();
+    let (upserts, dropped): (Vec<_>, Vec<_>) =
+        kept.into_iter().partition(|(_, r)| !behind(r.created));
+    d.upserts = upserts;
     let deleted: HashSet<[u8; 16]> = d.removals.iter().copied().collect();
     let pruned: Vec<(&[u8; 16], &SeenEvent)> = seen
         .iter()
         .filter(|(k, s)| behind(s.created) && !deleted.contains(*k))
         .collect();
-    // A pruned baseline record leaves the floor just above it (Graph's own timestamps, no clock skew).
+    // A pruned baseline record (stored before, or recorded now and already behind the next window)
+    // leaves the floor just above it: Graph's own timestamps, so no clock skew.
     let mut baseline_floor = if first && !policy.baseline_emits {
         window_start
     } else {
         state.baseline_floor
     };
-    for (_, rec) in pruned.iter().filter(|(_, r)| r.baseline) {
+    let gone = pruned
+        .iter()
+        .map(|(_, r)| *r)
+        .chain(dropped.iter().map(|(_, r)| r));
+    for rec in gone.filter(|r| r.baseline) {
         let above = rec.created + chrono::Duration::microseconds(1);
         baseline_floor = baseline_floor.max(Some(above));
     }

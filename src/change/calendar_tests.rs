@@ -415,3 +415,39 @@ fn records_without_an_id_are_never_reported_deleted() {
         d.emit
     );
 }
+
+#[test]
+fn with_an_existing_as_added_baseline_a_wider_window_still_repeats_nothing() {
+    let mut seen = HashMap::new();
+    let p = CalendarPolicy {
+        baseline_emits: true,
+        ..policy()
+    };
+    let d = decide(
+        &[ev("old", -30, "1")],
+        &seen,
+        &CalendarGroupState::default(),
+        &p,
+        t(0),
+    );
+    assert_eq!(created_ids(&d), ["old"], "existing_as_added emits it once");
+    let s = apply(&mut seen, &d);
+    let s = step(&mut seen, &[ev("b", 60, "1")], &s, &p, t(61));
+    assert!(!seen.contains_key(&seen_key("old")), "pruned");
+    let wide = CalendarPolicy {
+        overlap: Duration::minutes(240),
+        ..p
+    };
+    let d = decide(
+        &[ev("b", 60, "1"), ev("old", -30, "1")],
+        &seen,
+        &s,
+        &wide,
+        t(62),
+    );
+    assert!(
+        d.emit.is_empty(),
+        "a from_now subscription sharing the group never got it: no late \"created\" {:?}",
+        d.emit
+    );
+}

@@ -124,7 +124,7 @@ fn every_sink_problem_is_reported_with_its_key() {
         .replace("topic = \"groupwatch.events\"", "topic = \"bad topic\"")
         .replace(
             "\"linger.ms\" = 5",
-            "\"enable.idempotence\" = false\n\"enable.gapless.guarantee\" = false\nacks = \"1\"\n\"bootstrap.servers\" = \"x:1\"",
+            "\"enable.idempotence\" = false\n\"enable.gapless.guarantee\" = false\nacks = \"1\"\n\"request.required.acks\" = \"0\"\n\"delivery.timeout.ms\" = 1000\n\"bootstrap.servers\" = \"x:1\"",
         )
         .replace("https://hooks.example.com/groupwatch", "ftp://nope")
         .replace(
@@ -139,6 +139,8 @@ fn every_sink_problem_is_reported_with_its_key() {
         "sinks.events.properties.\"enable.idempotence\"",
         "sinks.events.properties.\"enable.gapless.guarantee\"",
         "sinks.events.properties.\"acks\"",
+        "sinks.events.properties.\"request.required.acks\"",
+        "sinks.events.properties.\"delivery.timeout.ms\"",
         "sinks.events.properties.\"bootstrap.servers\"",
         "sinks.hooks.url",
         "sinks.hooks.secrets[0]",

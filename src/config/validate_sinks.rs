@@ -5,10 +5,11 @@ use super::{KafkaSinkConfig, WebhookSinkConfig};
 use crate::sink::signature::WebhookSecret;
 
 /// Properties the sink owns: setting them would break its guarantees or duplicate a typed key.
-const OWNED_PROPERTIES: [(&str, &str); 3] = [
+const OWNED_PROPERTIES: [(&str, &str); 4] = [
     ("bootstrap.servers", "use `brokers`"),
     ("metadata.broker.list", "use `brokers`"),
     ("message.timeout.ms", "use `delivery_timeout_secs`"),
+    ("delivery.timeout.ms", "use `delivery_timeout_secs`"),
 ];
 
 /// Kafka's topic name rule: 1–249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
@@ -91,7 +92,9 @@ pub(super) fn kafka(k: &str, cfg: &KafkaSinkConfig, c: &mut Collector) {
                 pk,
                 "must stay true: without it a lost message could be retried after later ones of its group",
             );
-        } else if prop == "acks" && !matches!(value.as_str(), "all" | "-1") {
+        } else if matches!(prop.as_str(), "acks" | "request.required.acks")
+            && !matches!(value.as_str(), "all" | "-1")
+        {
             c.push(
                 pk,
                 "must stay \"all\": the idempotent producer needs it and an event is acked only when durable",

@@ -323,13 +323,20 @@ impl GraphClient {
             }
             self.wait_out_throttle().await;
             self.limiter.until_ready().await;
-            let _permit = self
-                .concurrency
-                .acquire_many(call.permits.clamp(1, self.max_permits))
-                .await
-                .expect("the Graph semaphore is never closed");
-            // A Retry-After may have come in while this request queued for its permit or tokens.
-            self.wait_out_throttle().await;
+            let _permit = loop {
+                let permit = self
+                    .concurrency
+                    .acquire_many(call.permits.clamp(1, self.max_permits))
+                    .await
+                    .expect("the Graph semaphore is never closed");
+                // A Retry-After may have come in while this request queued for its permit: give the permit
+                // back (the semaphore is shared with other connections) and wait it out.
+                if !self.throttled_now() {
+                    break permit;
+                }
+                drop(permit);
+                self.wait_out_throttle().await;
+            };
             let token = self.tokens.token().await?;
             let mut req = self
                 .http
@@ -371,7 +378,8 @@ impl GraphClient {
             // Directory throttling is per app and tenant: hold every request of this client. Outlook
             // throttles per mailbox (GRAPH.md §6.4), so a single-mailbox request's Retry-After holds only
             // that request (its retry waits it out); a `$batch` spanning mailboxes holds the client.
-            let one_mailbox = call.mailbox.is_some_and(|(_, keys)| keys.len() == 1);
+            let one_mailbox = call.mailbox.is_some_and(|(_, keys)| keys.len() == 1)
+                && !call.url.ends_with("/$batch");
             if let Some(wait) = err.retry_after().filter(|_| !one_mailbox) {
                 self.hold_off(wait);
             }
@@ -396,6 +404,11 @@ impl GraphClient {
         let end = tokio::time::Instant::now() + wait;
         let mut gate = self.throttle_gate();
         *gate = Some(gate.map_or(end, |t| t.max(end)));
+    }
+
+    fn throttled_now(&self) -> bool {
+        self.throttle_gate()
+            .is_some_and(|t| t > tokio::time::Instant::now())
     }
 
     /// Sleeps until a `Retry-After` that Graph sent to any request of this client has elapsed.

@@ -164,6 +164,14 @@ async fn deliver_round(
             (Outcome::NotAttempted, Some(e)) => Outcome::Deferred(e.clone()),
             (o, _) => o,
         };
+        // A fresh event held back waits its first step without counting an attempt. A retry that came due
+        // and is held back uses up that step like a failed attempt: every event moves along its own
+        // schedule at each due time, so a dead endpoint dead-letters each event when its schedule runs
+        // out, however many events wait.
+        let outcome = match outcome {
+            Outcome::Deferred(e) if p.is_retry() => Outcome::Failed(e.deferred()),
+            o => o,
+        };
         if let Outcome::Failed(e) | Outcome::Deferred(e) = &outcome {
             if progress.error.is_none() {
                 progress.error = Some(e.clone());

@@ -48,6 +48,13 @@ pub struct Pending {
     origin: Origin,
 }
 
+impl Pending {
+    /// A scheduled retry that came due (not a fresh outbox row).
+    pub fn is_retry(&self) -> bool {
+        matches!(self.origin, Origin::Retry)
+    }
+}
+
 /// What the relay decided for one pending row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Disposition {

@@ -34,7 +34,9 @@ pub fn producer_config(cfg: &KafkaSinkConfig) -> ClientConfig {
     // The relay hands over a whole batch and waits for its delivery reports, so the batch is the batching
     // unit; librdkafka's 5 ms default linger only adds that wait to every batch (benches/kafka_sink.rs:
     // about 2x the events/s at relay.batch_size = 100). A configured value wins.
-    if !cfg.properties.0.contains_key("linger.ms") {
+    if !cfg.properties.0.contains_key("linger.ms")
+        && !cfg.properties.0.contains_key("queue.buffering.max.ms")
+    {
         cc.set("linger.ms", "1");
     }
     cc

@@ -127,11 +127,13 @@ impl KafkaSink {
         true
     }
 
-    /// Enqueues one record, waiting while the producer queue is full.
+    /// Enqueues one record, waiting while the producer queue is full (backpressure), at most until
+    /// `deadline`: with the broker away the queue may never drain, and the round must end.
     async fn enqueue(
         &self,
         producer: &FutureProducer,
         rec: &record::KafkaRecord,
+        deadline: tokio::time::Instant,
     ) -> Result<rdkafka::producer::DeliveryFuture, SinkError> {
         let headers = rec.headers.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
             h.insert(Header {
@@ -148,6 +150,12 @@ impl KafkaSink {
                 Ok(delivery) => return Ok(delivery),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     // Backpressure: wait for delivery reports to free room; never drop.
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(SinkError::Retryable(format!(
+                            "the producer queue stayed full for {} s",
+                            self.cfg.delivery_timeout_secs
+                        )));
+                    }
                     fr = back;
                     tokio::time::sleep(QUEUE_FULL_WAIT).await;
                 }
@@ -169,7 +177,13 @@ impl Sink for KafkaSink {
             Ok(p) => p,
             Err(e) => return Outcome::all(batch.len(), Err(e)),
         };
+        // One deadline for the whole round: enqueueing into a full queue and waiting for reports.
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs(self.cfg.delivery_timeout_secs);
         let mut pending = Vec::with_capacity(batch.len());
+        // After a retryable enqueue failure nothing more of the batch is enqueued: a later event of the
+        // same group must not get into the producer ahead of it.
+        let mut blocked: Option<SinkError> = None;
         for ev in batch {
             use cloudevents::AttributesReader;
             let earlier = self
@@ -177,18 +191,21 @@ impl Sink for KafkaSink {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(ev.id());
-            let enqueued = match earlier {
-                Some(delivery) => Ok(delivery),
-                None => match record::build(ev, &self.cfg) {
-                    Ok(rec) => self.enqueue(&producer, &rec).await,
+            let enqueued = match (earlier, &blocked) {
+                (Some(delivery), _) => Ok(delivery),
+                (None, Some(e)) => Err(e.clone()),
+                (None, None) => match record::build(ev, &self.cfg) {
+                    Ok(rec) => self.enqueue(&producer, &rec, deadline).await,
                     Err(e) => Err(e),
                 },
             };
+            if let Err(e) = &enqueued {
+                if e.is_retryable() && blocked.is_none() {
+                    blocked = Some(e.clone());
+                }
+            }
             pending.push((ev.id().to_owned(), enqueued));
         }
-        // Each delivery report, waited for until one deadline for the whole round.
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_secs(self.cfg.delivery_timeout_secs);
         let reports = join_all(pending.into_iter().map(|(id, p)| async move {
             let report = match p {
                 Err(e) => Report::Failed(e),
@@ -223,6 +240,8 @@ impl Sink for KafkaSink {
         if reset {
             self.stalled_rounds
                 .store(0, std::sync::atomic::Ordering::Relaxed);
+            // The last handle: dropping it purges its queues and waits up to 500 ms for librdkafka.
+            tokio::task::spawn_blocking(move || drop(producer));
         }
         let mut outcomes = Vec::with_capacity(reports.len());
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());

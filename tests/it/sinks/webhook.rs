@@ -167,8 +167,8 @@ async fn a_refused_connection_is_retried_until_the_receiver_appears() {
     let rows = store.pending("hooks", later, 10).unwrap();
     assert_eq!(
         rows.iter().map(|p| p.attempts).collect::<Vec<_>>(),
-        [2, 0],
-        "attempts are counted on the event that was tried; the deferred one was never sent"
+        [2, 1],
+        "the first was tried twice; the second, held back both times, used up a step only once it was due"
     );
     assert_eq!(
         store.outbox_depth("hooks", 10),
@@ -495,4 +495,34 @@ async fn a_credential_in_the_webhook_url_never_reaches_errors_or_dead_letters() 
         dead[0].1.error
     );
     assert!(!format!("{sink:?}").contains("sas-secret-999"));
+}
+
+#[tokio::test]
+async fn a_dead_endpoint_dead_letters_every_event_when_its_own_schedule_runs_out() {
+    let down = Receiver::start(&[SECRET_A]).await;
+    down.set_status(503);
+    let (_d, store) = temp_store();
+    stage(&store, "down", 200);
+    let task = RelayTask::spawn(
+        &store,
+        Arc::new(webhook_sink("down", &down.url(), &[SECRET_A], "[0.2, 0.2]")),
+    );
+    // A schedule of 2 waits allows 3 attempts. Each event is held back once while fresh (no step used),
+    // then uses a step at each due time, whether it was sent or held back behind a failure.
+    wait_for(Duration::from_secs(20), "every event dead-lettered", || {
+        store.dlq_count("down").unwrap() == 200
+    })
+    .await;
+    task.stop().await;
+    assert!(empty(&store, "down"));
+    let hits = down.hits().len();
+    assert!(
+        (1..200).contains(&hits),
+        "one request per round, not one per event and step: {hits}"
+    );
+    let letters = store.dlq_list(&DlqFilter::default()).unwrap();
+    assert!(
+        letters.iter().all(|(_, d)| d.attempts == 3),
+        "each used its own 3 attempts"
+    );
 }
