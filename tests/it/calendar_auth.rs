@@ -21,6 +21,12 @@ async fn run_bin(args: Vec<String>) -> std::process::Output {
         .unwrap()
 }
 
+/// `groupwatch login --config FILE --connection sim`, run as a user would.
+async fn login_bin(file: String) -> std::process::Output {
+    let args = ["login", "--config", &file, "--connection", "sim"];
+    run_bin(args.map(str::to_owned).to_vec()).await
+}
+
 fn config_file(w: &World, toml: &str) -> String {
     let p = w.dir.path().join("groupwatch.toml");
     std::fs::write(&p, toml).unwrap();
@@ -36,14 +42,7 @@ async fn login_binary_signs_in_after_a_few_polls_and_the_stored_token_works() {
     });
     let toml = w.calendar_toml(false, true, "");
     let file = config_file(&w, &toml);
-    let out = run_bin(vec![
-        "login".into(),
-        "--config".into(),
-        file,
-        "--connection".into(),
-        "sim".into(),
-    ])
-    .await;
+    let out = login_bin(file).await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -103,14 +102,7 @@ async fn login_reports_a_declined_or_expired_sign_in_clearly() {
             ..DeviceFlow::default()
         });
         let file = config_file(&w, &w.calendar_toml(false, true, ""));
-        let out = run_bin(vec![
-            "login".into(),
-            "--config".into(),
-            file,
-            "--connection".into(),
-            "sim".into(),
-        ])
-        .await;
+        let out = login_bin(file).await;
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success());
         assert!(
@@ -416,14 +408,7 @@ async fn login_while_a_daemon_holds_the_store_fails_before_showing_a_code() {
     let file = config_file(&w, &toml);
     // A running daemon (here: in this process) holds the store; sign it in first so it can start.
     let _daemon = w.calendar_daemon(&toml).await;
-    let out = run_bin(vec![
-        "login".into(),
-        "--config".into(),
-        file,
-        "--connection".into(),
-        "sim".into(),
-    ])
-    .await;
+    let out = login_bin(file).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stdout}\n{stderr}");
