@@ -1,7 +1,8 @@
 //! Outbox → sink delivery (invariant 2): per sink, take the rows due now (scheduled retries first, then the
 //! oldest fresh rows), publish, and settle each row by its own outcome in one store transaction: delivered
 //! rows are deleted, failed ones are kept, rescheduled or dead-lettered (see [`decide`]). Each sink has its
-//! own task and its own rows, so a failing webhook never delays Kafka.
+//! own task and its own rows, so a failing webhook does not delay Kafka: a failing endpoint's rows move onto
+//! per-event schedules instead of waiting at the head of its outbox.
 
 pub mod backoff;
 pub mod decide;
