@@ -177,13 +177,7 @@ async fn ten_groups_of_25_events_cost_counted_requests_never_more_than_4_in_flig
 
 #[tokio::test]
 async fn throttled_batch_items_are_retried_after_their_own_retry_after() {
-    let w = World::with_calendars(3).await;
-    let d = w.calendar_daemon(&w.calendar_toml(false, true, "")).await;
-    w.calendar_cycle(&d).await;
-    for g in &w.groups {
-        w.sim.create_event(g, "after throttling");
-    }
-    w.sim.reset_requests();
+    let (w, d) = batched_after_baseline(3, "after throttling").await;
     // Two items throttled with different Retry-After values, both longer than the client's own backoff
     // (500 ms), so only honouring the header makes the resend wait this long.
     w.sim.throttle_next_event_listings(1, "0.4");
@@ -209,6 +203,19 @@ async fn throttled_batch_items_are_retried_after_their_own_retry_after() {
         (2, 5),
         "one batch, then one with the 2 throttled items"
     );
+}
+
+/// `groups` calendars polled once with `$batch` (the baseline), then one new event `subject` in each, and
+/// the request log cleared.
+async fn batched_after_baseline(groups: u32, subject: &str) -> (World, groupwatch::app::Daemon) {
+    let w = World::with_calendars(groups).await;
+    let d = w.calendar_daemon(&w.calendar_toml(false, true, "")).await;
+    w.calendar_cycle(&d).await;
+    for g in &w.groups {
+        w.sim.create_event(g, subject);
+    }
+    w.sim.reset_requests();
+    (w, d)
 }
 
 /// Event listings the simulator received (HTTP round trips and `$batch` items).
@@ -351,13 +358,7 @@ async fn one_polls_new_events_reach_the_sink_oldest_first() {
 
 #[tokio::test]
 async fn a_424_on_the_batch_call_itself_is_retried() {
-    let w = World::with_calendars(2).await;
-    let d = w.calendar_daemon(&w.calendar_toml(false, true, "")).await;
-    w.calendar_cycle(&d).await;
-    for g in &w.groups {
-        w.sim.create_event(g, "after a 424");
-    }
-    w.sim.reset_requests();
+    let (w, d) = batched_after_baseline(2, "after a 424").await;
     w.sim.fail_next(1, 424); // the next /v1.0 request is the $batch POST itself
     w.calendar_cycle(&d).await;
     assert_eq!(created(&w).len(), 2);
