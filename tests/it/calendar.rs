@@ -61,13 +61,9 @@ async fn event_created_inside_the_overlap_window_is_emitted_once() {
 
 #[tokio::test]
 async fn late_visible_and_replayed_events_are_emitted_once() {
-    let w = World::with_calendars(2).await;
-    let g = w.groups[0].clone();
     // Small pages plus the repeat fault: every page re-shows the previous page's last event.
-    let d = w
-        .calendar_daemon(&w.calendar_toml(false, false, "page_size = 2"))
-        .await;
-    w.calendar_cycle(&d).await;
+    let (w, d) = calendar_after_baseline(2, false, false, "page_size = 2").await;
+    let g = w.groups[0].clone();
     w.sim.set_faults(Faults {
         repeat_fraction: 1.0,
         ..Faults::default()
@@ -205,12 +201,25 @@ async fn throttled_batch_items_are_retried_after_their_own_retry_after() {
     );
 }
 
-/// `groups` calendars polled once with `$batch` (the baseline), then one new event `subject` in each, and
-/// the request log cleared.
-async fn batched_after_baseline(groups: u32, subject: &str) -> (World, groupwatch::app::Daemon) {
+/// `groups` calendars signed in and polled once (the baseline), with `calendar_toml(with_members,
+/// use_batch, extra)`.
+async fn calendar_after_baseline(
+    groups: u32,
+    with_members: bool,
+    use_batch: bool,
+    extra: &str,
+) -> (World, groupwatch::app::Daemon) {
     let w = World::with_calendars(groups).await;
-    let d = w.calendar_daemon(&w.calendar_toml(false, true, "")).await;
+    let d = w
+        .calendar_daemon(&w.calendar_toml(with_members, use_batch, extra))
+        .await;
     w.calendar_cycle(&d).await;
+    (w, d)
+}
+
+/// The same with `$batch`, then one new event `subject` in each calendar, and the request log cleared.
+async fn batched_after_baseline(groups: u32, subject: &str) -> (World, groupwatch::app::Daemon) {
+    let (w, d) = calendar_after_baseline(groups, false, true, "").await;
     for g in &w.groups {
         w.sim.create_event(g, subject);
     }
@@ -269,9 +278,7 @@ async fn unsupported_created_filter_falls_back_to_newest_first_listing() {
 
 #[tokio::test]
 async fn a_400_that_is_not_about_the_filter_fails_the_group_and_keeps_the_filter() {
-    let w = World::with_calendars(1).await;
-    let d = w.calendar_daemon(&w.calendar_toml(false, false, "")).await;
-    w.calendar_cycle(&d).await;
+    let (w, d) = calendar_after_baseline(1, false, false, "").await;
     w.sim.create_event(&w.groups[0], "after the 400");
     w.sim.fail_next(1, 400); // invalidRequest: "The request is malformed or incorrect."
     w.sim.reset_requests();
@@ -294,12 +301,9 @@ async fn a_400_that_is_not_about_the_filter_fails_the_group_and_keeps_the_filter
 #[tokio::test]
 async fn an_event_deleted_while_paging_causes_no_spurious_delete_and_a_real_delete_is_emitted_once()
 {
-    let w = World::with_calendars(1).await;
+    let (w, d) =
+        calendar_after_baseline(1, false, false, "page_size = 2\nemit_deletes = true").await;
     let g = w.groups[0].clone();
-    let d = w
-        .calendar_daemon(&w.calendar_toml(false, false, "page_size = 2\nemit_deletes = true"))
-        .await;
-    w.calendar_cycle(&d).await;
     let now = Utc::now();
     let ids: Vec<String> = (0..5)
         .map(|i| {
@@ -337,12 +341,8 @@ async fn an_event_deleted_while_paging_causes_no_spurious_delete_and_a_real_dele
 
 #[tokio::test]
 async fn one_polls_new_events_reach_the_sink_oldest_first() {
-    let w = World::with_calendars(1).await;
+    let (w, d) = calendar_after_baseline(1, false, true, "page_size = 2").await;
     let g = w.groups[0].clone();
-    let d = w
-        .calendar_daemon(&w.calendar_toml(false, true, "page_size = 2"))
-        .await;
-    w.calendar_cycle(&d).await;
     let now = Utc::now();
     for (i, subject) in ["first", "second", "third", "fourth"].iter().enumerate() {
         let at = now - chrono::Duration::seconds(40 - 10 * i as i64);
@@ -593,12 +593,9 @@ async fn connections_of_one_app_share_its_4_concurrent_requests() {
 
 #[tokio::test]
 async fn updates_and_deletes_are_emitted_only_when_switched_on() {
-    let w = World::with_calendars(1).await;
+    let (w, d) =
+        calendar_after_baseline(1, false, true, "emit_updates = true\nemit_deletes = true").await;
     let g = w.groups[0].clone();
-    let d = w
-        .calendar_daemon(&w.calendar_toml(false, true, "emit_updates = true\nemit_deletes = true"))
-        .await;
-    w.calendar_cycle(&d).await;
     let id = w.sim.create_event(&g, "draft");
     w.calendar_cycle(&d).await;
     w.sim.update_event(&g, &id, "final");
@@ -742,11 +739,7 @@ async fn subscriptions_sharing_a_group_each_get_the_changes_they_asked_for() {
 
 #[tokio::test]
 async fn one_mailboxs_retry_after_does_not_hold_the_other_group_calendars() {
-    let w = World::with_calendars(2).await;
-    let d = w
-        .calendar_daemon(&w.calendar_toml(false, false, "page_size = 2"))
-        .await;
-    w.calendar_cycle(&d).await;
+    let (w, d) = calendar_after_baseline(2, false, false, "page_size = 2").await;
     for g in &w.groups {
         for i in 0..5 {
             w.sim.create_event(g, &format!("event {i}"));
